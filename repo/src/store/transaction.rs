@@ -1,0 +1,333 @@
+//! Writing objects and moving refs, all or nothing.
+//!
+//! Objects are written into a private staging directory under `tmp/`. On
+//! [`Transaction::commit`] the staged data is flushed (`syncfs`), the objects
+//! are renamed into `objects/` in the order they were written (children
+//! before the trees and commits that name them, so no object in the store
+//! ever names one that is missing), the renames are flushed, and only then
+//! are the refs replaced, each by an atomic rename. A process killed at any
+//! point leaves complete objects or none, and refs that name complete commits.
+//! The staging directory of a dead process is removed by the next
+//! transaction or by prune.
+
+use std::cell::RefCell;
+use std::collections::HashSet;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use rustix::fs::{Gid, Mode, Uid};
+
+use super::lock::{try_lock_exclusive, LockKind, RepoLock};
+use super::{extension, Repo, TMP_DIR};
+use crate::config::RepoMode;
+use crate::error::{Error, Result};
+use crate::fsutil::{self, FIXED_MTIME, META_XATTR};
+use crate::hash::ObjectId;
+use crate::object::{Commit, DirMeta, FileHeader, FileKind, ObjectKind, Tree};
+use crate::refs::{self, RefName};
+
+const STAGING_PREFIX: &str = "staging-";
+const STAGING_LOCK: &str = ".lock";
+/// zstd level for archive file objects: fast, and most of the gain.
+const ZSTD_LEVEL: i32 = 3;
+
+thread_local! {
+    static COMPRESSOR: RefCell<Option<zstd::bulk::Compressor<'static>>> = const { RefCell::new(None) };
+}
+
+/// A ref change made when a transaction commits.
+#[derive(Clone, Debug)]
+pub struct RefUpdate {
+    pub name: RefName,
+    /// The new target, or `None` to delete the ref.
+    pub target: Option<ObjectId>,
+}
+
+/// A set of object writes and ref updates that land together.
+pub struct Transaction<'r> {
+    repo: &'r Repo,
+    _lock: RepoLock,
+    staging: PathBuf,
+    _staging_lock: File,
+    /// Objects written to staging, in write order.
+    staged: Mutex<Vec<(ObjectId, ObjectKind)>>,
+    /// Objects this transaction has written or is writing.
+    pending: Mutex<HashSet<(ObjectId, ObjectKind)>>,
+    finished: bool,
+}
+
+impl<'r> Transaction<'r> {
+    /// Takes the shared repository lock, removes staging directories left by
+    /// dead processes, and creates this transaction's own.
+    pub fn begin(repo: &'r Repo) -> Result<Transaction<'r>> {
+        let lock = RepoLock::acquire(repo.path(), LockKind::Shared)?;
+        let tmp = repo.path().join(TMP_DIR);
+        remove_stale_staging(&tmp, false)?;
+        // Made under a private name, locked, then renamed: a directory named
+        // staging-* always has its lock file, so cleaners never race a creator.
+        let stamp = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0);
+        let unique = format!("{}-{stamp}", std::process::id());
+        let making = tmp.join(format!("making-{unique}"));
+        fs::create_dir(&making).map_err(Error::io("creating", &making))?;
+        let lock_path = making.join(STAGING_LOCK);
+        let staging_lock = File::create(&lock_path).map_err(Error::io("creating", &lock_path))?;
+        if !try_lock_exclusive(&staging_lock) {
+            return Err(Error::io("locking", &lock_path)(io::Error::other(
+                "staging lock already held",
+            )));
+        }
+        let staging = tmp.join(format!("{STAGING_PREFIX}{unique}"));
+        fs::rename(&making, &staging).map_err(Error::io("creating", &staging))?;
+        Ok(Transaction {
+            repo,
+            _lock: lock,
+            staging,
+            _staging_lock: staging_lock,
+            staged: Mutex::new(Vec::new()),
+            pending: Mutex::new(HashSet::new()),
+            finished: false,
+        })
+    }
+
+    pub fn repo(&self) -> &'r Repo {
+        self.repo
+    }
+
+    /// Returns true if the object needs writing: not in the store and not
+    /// already written by this transaction. Marks it as being written.
+    fn claim(&self, id: ObjectId, kind: ObjectKind) -> bool {
+        if self.repo.has_object(&id, kind) {
+            return false;
+        }
+        self.pending
+            .lock()
+            .expect("pending set poisoned")
+            .insert((id, kind))
+    }
+
+    fn staged_path(&self, id: &ObjectId, kind: ObjectKind) -> PathBuf {
+        self.staging.join(format!(
+            "{}.{}",
+            id.to_hex(),
+            extension(kind, self.repo.mode())
+        ))
+    }
+
+    fn create_staged(&self, path: &Path) -> Result<File> {
+        OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(path)
+            .map_err(Error::io("creating", path))
+    }
+
+    /// Stores a file object (idempotent) and returns its id. `content` must be
+    /// `header.size` bytes (empty for symlinks).
+    pub fn write_file(&self, header: &FileHeader, content: &[u8]) -> Result<ObjectId> {
+        debug_assert_eq!(header.size, content.len() as u64);
+        let id = header.id_with_content(content);
+        self.write_file_with_id(id, header, content)?;
+        Ok(id)
+    }
+
+    /// Stores a file object whose id the caller has already computed.
+    pub(crate) fn write_file_with_id(
+        &self,
+        id: ObjectId,
+        header: &FileHeader,
+        content: &[u8],
+    ) -> Result<()> {
+        if !self.claim(id, ObjectKind::File) {
+            return Ok(());
+        }
+        let path = self.staged_path(&id, ObjectKind::File);
+        let mut file = self.create_staged(&path)?;
+        let encoded = header.encode();
+        let mut write = || -> io::Result<()> {
+            match self.repo.mode() {
+                RepoMode::BareUser => {
+                    file.write_all(content)?;
+                    rustix::fs::fsetxattr(
+                        &file,
+                        META_XATTR,
+                        &encoded,
+                        rustix::fs::XattrFlags::empty(),
+                    )?;
+                    let perm = if header.kind() == FileKind::Symlink {
+                        0o644
+                    } else if self.repo.privileged() {
+                        // Real owner, attributes and mode, so a hardlink
+                        // checkout is exact. chown first: it clears setuid
+                        // bits and capabilities.
+                        rustix::fs::fchown(
+                            &file,
+                            Some(Uid::from_raw(header.uid)),
+                            Some(Gid::from_raw(header.gid)),
+                        )?;
+                        fsutil::fset_xattrs(&file, &header.xattrs)?;
+                        header.perm()
+                    } else {
+                        // Without root the store keeps no setuid bits and
+                        // stays readable by its owner.
+                        (header.perm() & 0o775) | 0o400
+                    };
+                    rustix::fs::fchmod(&file, Mode::from_raw_mode(perm))?;
+                    rustix::fs::futimens(&file, &FIXED_MTIME)?;
+                }
+                RepoMode::Archive => {
+                    let mut out = Vec::with_capacity(4 + encoded.len() + content.len() / 2);
+                    out.extend_from_slice(&(encoded.len() as u32).to_le_bytes());
+                    out.extend_from_slice(&encoded);
+                    if !content.is_empty() {
+                        let compressed = compress(content)?;
+                        out.extend_from_slice(&compressed);
+                    }
+                    file.write_all(&out)?;
+                    rustix::fs::fchmod(&file, Mode::from_raw_mode(0o644))?;
+                }
+            }
+            Ok(())
+        };
+        write().map_err(Error::io("writing", &path))?;
+        self.staged
+            .lock()
+            .expect("staged list poisoned")
+            .push((id, ObjectKind::File));
+        Ok(())
+    }
+
+    fn write_meta(&self, kind: ObjectKind, data: Vec<u8>) -> Result<ObjectId> {
+        let id = ObjectId::of(&data);
+        if !self.claim(id, kind) {
+            return Ok(id);
+        }
+        let path = self.staged_path(&id, kind);
+        let mut file = self.create_staged(&path)?;
+        file.write_all(&data)
+            .and_then(|()| {
+                rustix::fs::fchmod(&file, Mode::from_raw_mode(0o644)).map_err(Into::into)
+            })
+            .map_err(Error::io("writing", &path))?;
+        self.staged
+            .lock()
+            .expect("staged list poisoned")
+            .push((id, kind));
+        Ok(id)
+    }
+
+    pub fn write_tree(&self, tree: &Tree) -> Result<ObjectId> {
+        self.write_meta(ObjectKind::Tree, tree.encode())
+    }
+
+    pub fn write_dirmeta(&self, meta: &DirMeta) -> Result<ObjectId> {
+        self.write_meta(ObjectKind::DirMeta, meta.encode())
+    }
+
+    pub fn write_commit(&self, commit: &Commit) -> Result<ObjectId> {
+        self.write_meta(ObjectKind::Commit, commit.encode())
+    }
+
+    /// Number of objects this transaction has written so far.
+    pub fn objects_written(&self) -> usize {
+        self.staged.lock().expect("staged list poisoned").len()
+    }
+
+    /// Makes every staged object durable and visible, then applies the ref
+    /// updates.
+    pub fn commit(mut self, refs: &[RefUpdate]) -> Result<()> {
+        let fsync = self.repo.fsync();
+        let staging_dir = File::open(&self.staging).map_err(Error::io("opening", &self.staging))?;
+        if fsync {
+            rustix::fs::syncfs(&staging_dir)
+                .map_err(|e| Error::io("syncing", &self.staging)(e.into()))?;
+        }
+        let staged = std::mem::take(&mut *self.staged.lock().expect("staged list poisoned"));
+        for (id, kind) in &staged {
+            let from = self.staged_path(id, *kind);
+            let to = self.repo.object_path(id, *kind);
+            match rustix::fs::renameat_with(
+                rustix::fs::CWD,
+                &from,
+                rustix::fs::CWD,
+                &to,
+                rustix::fs::RenameFlags::NOREPLACE,
+            ) {
+                Ok(()) => {}
+                // Another transaction stored the same object first; keep its
+                // inode (checkouts may already hardlink it).
+                Err(rustix::io::Errno::EXIST) => {}
+                Err(e) => return Err(Error::io("storing", &to)(e.into())),
+            }
+        }
+        if fsync && !staged.is_empty() {
+            rustix::fs::syncfs(&staging_dir)
+                .map_err(|e| Error::io("syncing", &self.staging)(e.into()))?;
+        }
+        for update in refs {
+            refs::apply_update(self.repo, &self.staging, update, fsync)?;
+        }
+        self.finished = true;
+        fs::remove_dir_all(&self.staging).map_err(Error::io("removing", &self.staging))?;
+        Ok(())
+    }
+}
+
+impl Drop for Transaction<'_> {
+    fn drop(&mut self) {
+        if !self.finished {
+            // An abandoned transaction leaves nothing behind; if this fails the
+            // next transaction removes the directory as stale.
+            let _ = fs::remove_dir_all(&self.staging);
+        }
+    }
+}
+
+fn compress(content: &[u8]) -> io::Result<Vec<u8>> {
+    COMPRESSOR.with(|c| {
+        let mut c = c.borrow_mut();
+        if c.is_none() {
+            *c = Some(zstd::bulk::Compressor::new(ZSTD_LEVEL)?);
+        }
+        c.as_mut().expect("set above").compress(content)
+    })
+}
+
+/// Removes staging directories whose owner is gone. With `all`, the caller
+/// holds the exclusive repository lock, so every staging directory is stale.
+pub(crate) fn remove_stale_staging(tmp: &Path, all: bool) -> Result<usize> {
+    let mut removed = 0;
+    let entries = match fs::read_dir(tmp) {
+        Ok(e) => e,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(0),
+        Err(e) => return Err(Error::io("reading", tmp)(e)),
+    };
+    for entry in entries {
+        let entry = entry.map_err(Error::io("reading", tmp))?;
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        let path = entry.path();
+        let stale = if name.starts_with(STAGING_PREFIX) {
+            all || match File::open(path.join(STAGING_LOCK)) {
+                Ok(f) => try_lock_exclusive(&f),
+                Err(_) => true,
+            }
+        } else {
+            // A directory still being set up is only stale under the
+            // exclusive lock (its creator holds the shared one).
+            all && name.starts_with("making-")
+        };
+        if stale {
+            fs::remove_dir_all(&path).map_err(Error::io("removing", &path))?;
+            removed += 1;
+        }
+    }
+    Ok(removed)
+}
