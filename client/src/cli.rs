@@ -29,8 +29,8 @@ pub enum Command {
         #[arg(long, default_value = "bare-user", value_name = "MODE")]
         mode: treectl_repo::RepoMode,
     },
-    /// Commit a directory tree and move a ref to it; prints the commit id
-    Commit(CommitArgs),
+    /// Commit a directory, tar archive, .deb packages or git commit; prints the commit id
+    Commit(Box<CommitArgs>),
     /// Show a ref's history, newest first
     Log {
         rev: String,
@@ -88,6 +88,10 @@ pub enum Command {
         /// Check out only this path of the tree
         #[arg(long, value_name = "PATH")]
         subpath: Option<String>,
+        /// Check out over an existing directory: directories are reused,
+        /// files replaced (like `ostree checkout --union`)
+        #[arg(long)]
+        union: bool,
     },
     /// Verify every object, link and ref; exit status 3 when anything is wrong
     Fsck {
@@ -114,18 +118,48 @@ pub enum Command {
 }
 
 #[derive(Args, Debug)]
+#[command(group(clap::ArgGroup::new("source").required(true).args(["tree", "tar", "deb", "git"])))]
 pub struct CommitArgs {
-    /// The ref to move to the new commit
+    /// The ref to move to the new commit (required except with --deb, whose
+    /// default is deb/<Package>/<Version>/<Architecture>)
     #[arg(long = "ref", value_name = "REF")]
-    pub ref_name: String,
+    pub ref_name: Option<String>,
     /// Commit this directory
     #[arg(long, value_name = "DIR")]
-    pub tree: PathBuf,
+    pub tree: Option<PathBuf>,
+    /// Commit the tree of this tar archive (plain, gzip, xz, zstd or bzip2)
+    #[arg(long, value_name = "FILE")]
+    pub tar: Option<PathBuf>,
+    /// Commit these Debian packages, each into its own tree and ref
+    #[arg(long, value_name = "FILE", num_args = 1..)]
+    pub deb: Vec<PathBuf>,
+    /// Commit a git commit's tree from this repository (with --rev)
+    #[arg(long, value_name = "REPO", requires = "rev")]
+    pub git: Option<PathBuf>,
+    /// The git revision: a branch, a tag, HEAD or a full commit id
+    #[arg(long, value_name = "REV", requires = "git", conflicts_with_all = ["tree", "tar", "deb"])]
+    pub rev: Option<String>,
+    /// Skip device nodes and fifos in archives (reported) instead of refusing them
+    #[arg(long)]
+    pub allow_devices: bool,
+    /// Largest archive entry, in bytes (K, M, G suffixes allowed)
+    #[arg(long, value_name = "SIZE", value_parser = parse_size, default_value = "1G")]
+    pub max_entry_size: u64,
+    /// Largest uncompressed archive, in bytes (K, M, G suffixes allowed)
+    #[arg(long, value_name = "SIZE", value_parser = parse_size, default_value = "8G")]
+    pub max_total_size: u64,
+    /// Largest ratio of uncompressed to compressed size
+    #[arg(long, value_name = "N", default_value_t = treectl_repo::import::limits::DEFAULT_MAX_RATIO)]
+    pub max_ratio: u64,
+    /// Largest number of entries in one archive
+    #[arg(long, value_name = "N", default_value_t = treectl_repo::import::limits::DEFAULT_MAX_ENTRIES)]
+    pub max_entries: u64,
     #[arg(long, short = 's', default_value = "")]
     pub subject: String,
     #[arg(long, short = 'm', default_value = "")]
     pub body: String,
-    /// Commit time, RFC 3339 (default: $SOURCE_DATE_EPOCH, else now)
+    /// Commit time, RFC 3339 (default: $SOURCE_DATE_EPOCH, else now; for
+    /// --deb the newest mtime in data.tar, for --git the committer time)
     #[arg(long, value_name = "RFC3339")]
     pub timestamp: Option<String>,
     /// Metadata entry (repeatable)
@@ -134,4 +168,57 @@ pub struct CommitArgs {
     /// Print the id and statistics as JSON
     #[arg(long)]
     pub json: bool,
+}
+
+/// Parses `123`, `64K`, `512M`, `1G` (powers of 1024).
+fn parse_size(text: &str) -> Result<u64, String> {
+    let t = text.trim();
+    let (num, mult) = match t.char_indices().last() {
+        Some((i, 'K' | 'k')) => (&t[..i], 1u64 << 10),
+        Some((i, 'M' | 'm')) => (&t[..i], 1 << 20),
+        Some((i, 'G' | 'g')) => (&t[..i], 1 << 30),
+        Some((i, 'T' | 't')) => (&t[..i], 1 << 40),
+        _ => (t, 1),
+    };
+    num.parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(mult))
+        .ok_or_else(|| {
+            format!(
+                "invalid size {text:?}: expected a number of bytes, optionally with K, M, G or T"
+            )
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("10").unwrap(), 10);
+        assert_eq!(parse_size("1G").unwrap(), 1 << 30);
+        assert_eq!(parse_size("64k").unwrap(), 64 << 10);
+        assert!(parse_size("G").is_err());
+        assert!(parse_size("1.5G").is_err());
+        assert!(parse_size("99999999999T").is_err());
+    }
+
+    #[test]
+    fn commit_sources_are_exclusive() {
+        let ok = Cli::try_parse_from(["treectl", "commit", "--deb", "a.deb", "b.deb"]);
+        assert!(ok.is_ok());
+        for bad in [
+            &["treectl", "commit", "--ref", "x"][..],
+            &[
+                "treectl", "commit", "--ref", "x", "--tree", "d", "--tar", "t",
+            ],
+            &["treectl", "commit", "--ref", "x", "--git", "g"],
+            &[
+                "treectl", "commit", "--ref", "x", "--tar", "t", "--rev", "main",
+            ],
+        ] {
+            assert!(Cli::try_parse_from(bad).is_err(), "{bad:?}");
+        }
+    }
 }

@@ -24,6 +24,7 @@ use crate::config::RepoMode;
 use crate::error::{Error, Result};
 use crate::fsutil::{self, FIXED_MTIME};
 use crate::hash::ObjectId;
+use crate::object::file::{S_IFDIR, S_IFMT};
 use crate::object::{DirMeta, EntryKind, FileHeader, FileKind, ObjectKind};
 use crate::store::{extension, Repo};
 
@@ -33,6 +34,12 @@ pub struct CheckoutOptions {
     pub copy: bool,
     /// Check out only this path of the tree (a directory or a file).
     pub subpath: Option<String>,
+    /// Check out over an existing destination, like `ostree checkout
+    /// --union`: existing directories are reused (and get the checked-out
+    /// metadata), existing files and symlinks are replaced, and an existing
+    /// empty directory is replaced by a file. A non-empty directory where
+    /// the tree has a file is an error. Nothing is removed on failure.
+    pub union: bool,
 }
 
 #[derive(Clone, Debug, Default, serde::Serialize)]
@@ -91,21 +98,24 @@ struct Ctx<'a> {
     fanout: Vec<OwnedFd>,
     hardlink: AtomicBool,
     privileged: bool,
+    union: bool,
     directories: AtomicUsize,
     hardlinked: AtomicUsize,
     copied: AtomicUsize,
     symlinks: AtomicUsize,
 }
 
-/// Checks `commit` out into `dest`, which must not exist (its parent must).
-/// On failure nothing is left at `dest`.
+/// Checks `commit` out into `dest`, which must not exist (its parent must)
+/// unless `opts.union` is set. On failure nothing is left at `dest` (with
+/// `union`, what was written so far stays).
 pub fn checkout(
     repo: &Repo,
     commit: &ObjectId,
     dest: &Path,
     opts: &CheckoutOptions,
 ) -> Result<CheckoutStats> {
-    if dest.symlink_metadata().is_ok() {
+    let existed = dest.symlink_metadata().is_ok();
+    if existed && !opts.union {
         return Err(Error::AlreadyExists {
             path: dest.to_owned(),
         });
@@ -130,6 +140,7 @@ pub fn checkout(
         fanout,
         hardlink: AtomicBool::new(hardlink),
         privileged: fsutil::privileged(),
+        union: opts.union,
         directories: AtomicUsize::new(0),
         hardlinked: AtomicUsize::new(0),
         copied: AtomicUsize::new(0),
@@ -154,6 +165,9 @@ pub fn checkout(
         Resolved::File { id, symlink } => ctx.file(&parent, name, dest, &id, symlink),
     };
     if let Err(e) = result {
+        if existed {
+            return Err(e);
+        }
         // Leave nothing half-written behind.
         if dest.symlink_metadata().map(|m| m.is_dir()).unwrap_or(false) {
             let _ = make_writable(dest);
@@ -196,8 +210,22 @@ impl Ctx<'_> {
     ) -> Result<()> {
         let meta = self.repo.read_dirmeta(meta_id)?;
         let tree = self.repo.read_tree(tree_id)?;
-        rustix::fs::mkdirat(parent, name, Mode::from_raw_mode(0o700))
-            .map_err(|e| Error::io("creating", path)(e.into()))?;
+        match rustix::fs::mkdirat(parent, name, Mode::from_raw_mode(0o700)) {
+            Ok(()) => {}
+            Err(Errno::EXIST) if self.union => {
+                let st = rustix::fs::statat(parent, name, AtFlags::SYMLINK_NOFOLLOW)
+                    .map_err(|e| Error::io("reading", path)(e.into()))?;
+                if st.st_mode & S_IFMT != S_IFDIR {
+                    // A file or symlink where the tree has a directory.
+                    rustix::fs::unlinkat(parent, name, AtFlags::empty())
+                        .and_then(|()| {
+                            rustix::fs::mkdirat(parent, name, Mode::from_raw_mode(0o700))
+                        })
+                        .map_err(|e| Error::io("replacing", path)(e.into()))?;
+                }
+            }
+            Err(e) => return Err(Error::io("creating", path)(e.into())),
+        }
         let fd = rustix::fs::openat(
             parent,
             name,
@@ -250,6 +278,9 @@ impl Ctx<'_> {
         id: &ObjectId,
         symlink: bool,
     ) -> Result<()> {
+        if self.union {
+            self.clear(dir, name, path)?;
+        }
         if symlink {
             let header = self.repo.read_file_header(id)?;
             return self.symlink(dir, name, path, &header);
@@ -286,6 +317,23 @@ impl Ctx<'_> {
             }
         }
         self.copy(dir, name, path, id)
+    }
+
+    /// Makes room for a file in a union checkout: removes a file or
+    /// symlink of that name, or an empty directory.
+    fn clear(&self, dir: &OwnedFd, name: &OsStr, path: &Path) -> Result<()> {
+        match rustix::fs::unlinkat(dir, name, AtFlags::empty()) {
+            Ok(()) | Err(Errno::NOENT) => Ok(()),
+            Err(Errno::ISDIR) | Err(Errno::PERM) => {
+                rustix::fs::unlinkat(dir, name, AtFlags::REMOVEDIR).map_err(|e| {
+                    Error::Unsupported {
+                        path: path.to_owned(),
+                        reason: format!("cannot replace this directory with a file: {e}"),
+                    }
+                })
+            }
+            Err(e) => Err(Error::io("replacing", path)(e.into())),
+        }
     }
 
     fn copy(&self, dir: &OwnedFd, name: &OsStr, path: &Path, id: &ObjectId) -> Result<()> {

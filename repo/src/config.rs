@@ -58,6 +58,9 @@ pub struct Core {
     /// Flush data to disk before objects and refs become visible.
     #[serde(default = "yes")]
     pub fsync: bool,
+    /// Keys this version does not know, kept on rewrite.
+    #[serde(flatten)]
+    pub rest: toml::Table,
 }
 
 fn yes() -> bool {
@@ -80,6 +83,7 @@ impl Config {
                 format_version: FORMAT_VERSION,
                 mode,
                 fsync: true,
+                rest: toml::Table::new(),
             },
             rest: toml::Table::new(),
         }

@@ -60,6 +60,7 @@ pub fn prune(repo: &Repo, opts: &PruneOptions) -> Result<PruneReport> {
         let size = fs::symlink_metadata(&path).map(|m| m.len()).unwrap_or(0);
         if !opts.dry_run {
             fs::remove_file(&path).map_err(Error::io("removing", &path))?;
+            crate::failpoint::hit("prune-delete");
             if *kind == ObjectKind::Commit {
                 let marker = partial_dir(repo).join(id.to_hex());
                 if marker.exists() {

@@ -167,7 +167,21 @@ pub(crate) fn apply_update(
     let dir = path.parent().expect("ref path has a parent").to_owned();
     match update.target {
         Some(id) => {
+            let heads = heads_dir(repo);
+            let mut created = Vec::new();
+            let mut d = dir.as_path();
+            while d != heads && !d.exists() {
+                created.push(d.to_owned());
+                d = d.parent().expect("under heads");
+            }
             fs::create_dir_all(&dir).map_err(Error::io("creating", &dir))?;
+            if fsync && !created.is_empty() {
+                // New directories must be durable for the ref in them to be.
+                fsutil::fsync_dir(d).map_err(Error::io("syncing", d))?;
+                for c in created.iter().skip(1) {
+                    fsutil::fsync_dir(c).map_err(Error::io("syncing", c))?;
+                }
+            }
             let tmp = scratch.join("ref.tmp");
             let write = || -> io::Result<()> {
                 use std::io::Write;

@@ -1,5 +1,6 @@
 //! Command implementations, one module per area.
 
+mod import;
 mod repo;
 
 use std::path::PathBuf;
@@ -14,7 +15,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
     let repo_path = cli.repo;
     match cli.command {
         Command::Init { mode } => repo::init(&require_path(repo_path)?, mode),
-        Command::Commit(args) => repo::commit(&open(repo_path)?, args),
+        Command::Commit(args) => repo::commit(&open(repo_path)?, *args),
         Command::Log {
             rev,
             max_count,
@@ -37,7 +38,8 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             dest,
             copy,
             subpath,
-        } => repo::checkout(&open(repo_path)?, &rev, &dest, copy, subpath),
+            union,
+        } => repo::checkout(&open(repo_path)?, &rev, &dest, copy, subpath, union),
         Command::Fsck { repair, json } => repo::fsck(&open(repo_path)?, repair, json),
         Command::Prune {
             keep_younger_than,

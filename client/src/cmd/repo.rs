@@ -41,10 +41,9 @@ pub fn init(path: &Path, mode: RepoMode) -> Result<ExitCode> {
 }
 
 pub fn commit(repo: &Repo, args: CommitArgs) -> Result<ExitCode> {
-    let ref_name = RefName::new(&args.ref_name)?;
     let timestamp = match &args.timestamp {
-        Some(t) => parse_time(t).map_err(anyhow::Error::msg)?,
-        None => default_timestamp(),
+        Some(t) => Some(parse_time(t).map_err(anyhow::Error::msg)?),
+        None => None,
     };
     let mut metadata = BTreeMap::new();
     for kv in &args.metadata {
@@ -56,14 +55,41 @@ pub fn commit(repo: &Repo, args: CommitArgs) -> Result<ExitCode> {
         }
         metadata.insert(k.to_owned(), v.to_owned());
     }
-    let meta = std::fs::symlink_metadata(&args.tree).with_context(|| {
+    let common = super::import::Common {
+        subject: args.subject.clone(),
+        body: args.body.clone(),
+        timestamp,
+        metadata,
+        json: args.json,
+    };
+    if !args.deb.is_empty() {
+        return super::import::deb(repo, &args, common);
+    }
+    let ref_name = RefName::new(
+        args.ref_name
+            .as_deref()
+            .context("--ref REF is required with --tree, --tar and --git")?,
+    )?;
+    if args.tar.is_some() {
+        return super::import::tar(repo, &args, &ref_name, common);
+    }
+    if args.git.is_some() {
+        return super::import::git(repo, &args, &ref_name, common);
+    }
+    let tree = args
+        .tree
+        .clone()
+        .context("one of --tree, --tar, --deb or --git is required")?;
+    let timestamp = timestamp.unwrap_or_else(default_timestamp);
+    let metadata = common.metadata;
+    let meta = std::fs::symlink_metadata(&tree).with_context(|| {
         format!(
             "cannot commit {}: it does not exist or cannot be read",
-            args.tree.display()
+            tree.display()
         )
     })?;
     if !meta.is_dir() {
-        bail!("cannot commit {}: not a directory", args.tree.display());
+        bail!("cannot commit {}: not a directory", tree.display());
     }
     let opts = CommitOptions {
         subject: args.subject,
@@ -71,8 +97,8 @@ pub fn commit(repo: &Repo, args: CommitArgs) -> Result<ExitCode> {
         timestamp,
         metadata,
     };
-    let (id, stats) = commit_dir(repo, &args.tree, &ref_name, &opts)
-        .with_context(|| format!("committing {}", args.tree.display()))?;
+    let (id, stats) = commit_dir(repo, &tree, &ref_name, &opts)
+        .with_context(|| format!("committing {}", tree.display()))?;
     if args.json {
         print_json(&json!({ "commit": id, "ref": ref_name.as_str(), "stats": stats }))?;
     } else {
@@ -155,11 +181,56 @@ pub fn log(repo: &Repo, rev: &str, max: Option<usize>, json: bool) -> Result<Exi
     ok()
 }
 
+/// A file whose mode has the setuid or setgid bit.
+#[derive(serde::Serialize)]
+struct SpecialFile {
+    path: String,
+    mode: String,
+    uid: u32,
+    gid: u32,
+}
+
+/// Every setuid or setgid file below a tree, by path.
+fn setuid_setgid_files(
+    repo: &Repo,
+    tree: &ObjectId,
+    prefix: &str,
+    out: &mut Vec<SpecialFile>,
+) -> Result<()> {
+    for e in &repo.read_tree(tree)?.entries {
+        let path = format!("{prefix}/{}", String::from_utf8_lossy(&e.name));
+        match e.kind {
+            EntryKind::Regular { file } => {
+                let h = repo.read_file_header(&file)?;
+                if h.mode & 0o6000 != 0 {
+                    out.push(SpecialFile {
+                        path,
+                        mode: format!("{:o}", h.mode),
+                        uid: h.uid,
+                        gid: h.gid,
+                    });
+                }
+            }
+            EntryKind::Symlink { .. } => {}
+            EntryKind::Dir { tree, .. } => setuid_setgid_files(repo, &tree, &path, out)?,
+        }
+    }
+    Ok(())
+}
+
 pub fn show(repo: &Repo, rev: &str, json: bool) -> Result<ExitCode> {
     let id = resolve(repo, rev)?;
     let c = repo.read_commit(&id)?;
+    let mut special = Vec::new();
+    // A partial commit may lack some of its tree; list what is there.
+    if !is_partial(repo, &id) {
+        setuid_setgid_files(repo, &c.root_tree, "", &mut special)
+            .with_context(|| format!("listing setuid/setgid files of {id}"))?;
+    }
     if json {
-        return print_json(&commit_json(repo, &id, &c)).map(|()| ExitCode::SUCCESS);
+        let mut v = commit_json(repo, &id, &c);
+        v["setuid_setgid"] = serde_json::to_value(&special)?;
+        return print_json(&v).map(|()| ExitCode::SUCCESS);
     }
     let mut out = std::io::stdout().lock();
     writeln!(out, "commit  {id}")?;
@@ -183,6 +254,20 @@ pub fn show(repo: &Repo, rev: &str, json: bool) -> Result<ExitCode> {
             for more in lines {
                 writeln!(out, "    {more}")?;
             }
+        }
+    }
+    if !special.is_empty() {
+        writeln!(out, "Setuid/setgid files:")?;
+        for f in &special {
+            let mode = u32::from_str_radix(&f.mode, 8).expect("formatted as octal");
+            writeln!(
+                out,
+                "  {} {:>5} {:>5} {}",
+                mode_string(mode),
+                f.uid,
+                f.gid,
+                f.path
+            )?;
         }
     }
     writeln!(out)?;
@@ -383,15 +468,20 @@ pub fn checkout(
     dest: &Path,
     copy: bool,
     subpath: Option<String>,
+    union: bool,
 ) -> Result<ExitCode> {
     let id = resolve(repo, rev)?;
-    if dest.symlink_metadata().is_ok() {
+    if !union && dest.symlink_metadata().is_ok() {
         bail!(
-            "destination {} already exists; choose a new path",
+            "destination {} already exists; choose a new path or pass --union",
             dest.display()
         );
     }
-    let opts = CheckoutOptions { copy, subpath };
+    let opts = CheckoutOptions {
+        copy,
+        subpath,
+        union,
+    };
     do_checkout(repo, &id, dest, &opts)
         .with_context(|| format!("checking out {rev} into {}", dest.display()))?;
     ok()
@@ -426,7 +516,10 @@ pub fn fsck(repo: &Repo, repair: bool, json: bool) -> Result<ExitCode> {
             if report.is_clean() {
                 "no problems".to_string()
             } else {
-                format!("{} problems", report.findings.len())
+                match report.findings.len() {
+                    1 => "1 problem".to_string(),
+                    n => format!("{n} problems"),
+                }
             }
         )?;
     }

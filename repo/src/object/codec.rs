@@ -139,6 +139,9 @@ pub(crate) fn read_xattrs(r: &mut Reader<'_>) -> Result<Xattrs, DecodeError> {
         if name.is_empty() || name.contains(&0) {
             return Err(r.invalid("xattr name empty or contains NUL"));
         }
+        if name.starts_with(crate::fsutil::PRIVATE_XATTR_PREFIX) {
+            return Err(r.invalid("xattr name is reserved for the store (user.treectl.*)"));
+        }
         if let Some((last, _)) = out.last() {
             if *last >= name {
                 return Err(r.invalid("xattrs not sorted and unique by name"));

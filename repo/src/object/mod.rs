@@ -22,7 +22,9 @@ use std::fmt;
 pub const ENCODING_VERSION: u8 = 1;
 
 /// What kind of object an id names; also the file name extension in the store.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 #[serde(rename_all = "kebab-case")]
 pub enum ObjectKind {
     File,

@@ -53,7 +53,11 @@ pub fn parse_object_name(dir: &str, file: &str, mode: RepoMode) -> Option<(Objec
     let kind = ObjectKind::ALL
         .into_iter()
         .find(|k| extension(*k, mode) == ext)?;
-    if dir.len() != 2 {
+    let lower_hex = |s: &str| {
+        s.bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    };
+    if dir.len() != 2 || !lower_hex(dir) || !lower_hex(rest) {
         return None;
     }
     let id = ObjectId::from_hex(&format!("{dir}{rest}"))?;
@@ -296,7 +300,7 @@ impl Repo {
 
 /// Archive file objects: `u32 LE header length`, header, zstd frame of the
 /// content (absent when the content is empty).
-pub(crate) fn read_archive_header(file: &mut File) -> io::Result<Vec<u8>> {
+pub(crate) fn read_archive_header(file: &mut impl Read) -> io::Result<Vec<u8>> {
     let mut len = [0u8; 4];
     file.read_exact(&mut len)?;
     let len = u32::from_le_bytes(len) as usize;
@@ -316,7 +320,7 @@ pub(crate) fn read_archive_header(file: &mut File) -> io::Result<Vec<u8>> {
 pub const MAX_HEADER_LEN: usize = 1 << 20;
 
 /// Decompresses exactly `size` bytes and refuses anything more or less.
-pub(crate) fn decompress_content(file: &mut File, size: u64) -> Result<Vec<u8>, String> {
+pub(crate) fn decompress_content(file: &mut impl Read, size: u64) -> Result<Vec<u8>, String> {
     if size == 0 {
         let mut rest = [0u8; 1];
         return match file.read(&mut rest) {

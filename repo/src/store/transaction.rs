@@ -22,9 +22,10 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use rustix::fs::{Gid, Mode, Uid};
 
 use super::lock::{try_lock_exclusive, LockKind, RepoLock};
-use super::{extension, Repo, TMP_DIR};
+use super::{extension, Repo, MAX_HEADER_LEN, TMP_DIR};
 use crate::config::RepoMode;
 use crate::error::{Error, Result};
+use crate::failpoint;
 use crate::fsutil::{self, FIXED_MTIME, META_XATTR};
 use crate::hash::ObjectId;
 use crate::object::{Commit, DirMeta, FileHeader, FileKind, ObjectKind, Tree};
@@ -47,7 +48,8 @@ pub struct RefUpdate {
     pub target: Option<ObjectId>,
 }
 
-/// A set of object writes and ref updates that land together.
+/// A set of object writes that land together, followed by ref updates
+/// (each ref is replaced atomically on its own).
 pub struct Transaction<'r> {
     repo: &'r Repo,
     _lock: RepoLock,
@@ -149,8 +151,27 @@ impl<'r> Transaction<'r> {
             return Ok(());
         }
         let path = self.staged_path(&id, ObjectKind::File);
-        let mut file = self.create_staged(&path)?;
         let encoded = header.encode();
+        if encoded.len() > MAX_HEADER_LEN {
+            return Err(Error::Unsupported {
+                path,
+                reason: format!("file header of {} bytes exceeds {MAX_HEADER_LEN} (too many or too large xattrs)", encoded.len()),
+            });
+        }
+        if let Some((name, _)) = header
+            .xattrs
+            .iter()
+            .find(|(n, _)| n.starts_with(fsutil::PRIVATE_XATTR_PREFIX))
+        {
+            return Err(Error::Unsupported {
+                path,
+                reason: format!(
+                    "xattr {} is reserved for the store",
+                    String::from_utf8_lossy(name)
+                ),
+            });
+        }
+        let mut file = self.create_staged(&path)?;
         let mut write = || -> io::Result<()> {
             match self.repo.mode() {
                 RepoMode::BareUser => {
@@ -201,17 +222,26 @@ impl<'r> Transaction<'r> {
             .lock()
             .expect("staged list poisoned")
             .push((id, ObjectKind::File));
+        failpoint::hit("stage-object");
         Ok(())
     }
 
     fn write_meta(&self, kind: ObjectKind, data: Vec<u8>) -> Result<ObjectId> {
         let id = ObjectId::of(&data);
+        self.stage_bytes(id, kind, &data)?;
+        Ok(id)
+    }
+
+    /// Stages `data` as the stored form of `(id, kind)` exactly as given;
+    /// the caller has verified it. Returns false when the object was
+    /// already stored or staged.
+    pub(crate) fn stage_bytes(&self, id: ObjectId, kind: ObjectKind, data: &[u8]) -> Result<bool> {
         if !self.claim(id, kind) {
-            return Ok(id);
+            return Ok(false);
         }
         let path = self.staged_path(&id, kind);
         let mut file = self.create_staged(&path)?;
-        file.write_all(&data)
+        file.write_all(data)
             .and_then(|()| {
                 rustix::fs::fchmod(&file, Mode::from_raw_mode(0o644)).map_err(Into::into)
             })
@@ -220,7 +250,8 @@ impl<'r> Transaction<'r> {
             .lock()
             .expect("staged list poisoned")
             .push((id, kind));
-        Ok(id)
+        failpoint::hit("stage-object");
+        Ok(true)
     }
 
     pub fn write_tree(&self, tree: &Tree) -> Result<ObjectId> {
@@ -266,17 +297,19 @@ impl<'r> Transaction<'r> {
                 Err(rustix::io::Errno::EXIST) => {}
                 Err(e) => return Err(Error::io("storing", &to)(e.into())),
             }
+            failpoint::hit("store-object");
         }
         if fsync && !staged.is_empty() {
             rustix::fs::syncfs(&staging_dir)
                 .map_err(|e| Error::io("syncing", &self.staging)(e.into()))?;
         }
+        failpoint::hit("before-refs");
         for update in refs {
             refs::apply_update(self.repo, &self.staging, update, fsync)?;
         }
+        failpoint::hit("after-refs");
         self.finished = true;
-        fs::remove_dir_all(&self.staging).map_err(Error::io("removing", &self.staging))?;
-        Ok(())
+        remove_tree(&self.staging)
     }
 }
 
@@ -290,7 +323,7 @@ impl Drop for Transaction<'_> {
     }
 }
 
-fn compress(content: &[u8]) -> io::Result<Vec<u8>> {
+pub(crate) fn compress(content: &[u8]) -> io::Result<Vec<u8>> {
     COMPRESSOR.with(|c| {
         let mut c = c.borrow_mut();
         if c.is_none() {
@@ -298,6 +331,15 @@ fn compress(content: &[u8]) -> io::Result<Vec<u8>> {
         }
         c.as_mut().expect("set above").compress(content)
     })
+}
+
+/// Removes a directory tree that someone else may be removing too.
+fn remove_tree(path: &Path) -> Result<()> {
+    match fs::remove_dir_all(path) {
+        Ok(()) => Ok(()),
+        Err(_) if !path.exists() => Ok(()),
+        Err(e) => Err(Error::io("removing", path)(e)),
+    }
 }
 
 /// Removes staging directories whose owner is gone. With `all`, the caller
@@ -314,10 +356,19 @@ pub(crate) fn remove_stale_staging(tmp: &Path, all: bool) -> Result<usize> {
         let name = entry.file_name();
         let name = name.to_string_lossy();
         let path = entry.path();
+        // Hold the dead owner's lock while removing, so two cleaners do not
+        // both decide the directory is theirs to remove.
+        let mut held = None;
         let stale = if name.starts_with(STAGING_PREFIX) {
             all || match File::open(path.join(STAGING_LOCK)) {
-                Ok(f) => try_lock_exclusive(&f),
-                Err(_) => true,
+                Ok(f) => {
+                    let free = try_lock_exclusive(&f);
+                    held = Some(f);
+                    free
+                }
+                // Its owner is removing it right now, or died doing so.
+                Err(e) if e.kind() == io::ErrorKind::NotFound => true,
+                Err(e) => return Err(Error::io("opening", path.join(STAGING_LOCK))(e)),
             }
         } else {
             // A directory still being set up is only stale under the
@@ -325,9 +376,10 @@ pub(crate) fn remove_stale_staging(tmp: &Path, all: bool) -> Result<usize> {
             all && name.starts_with("making-")
         };
         if stale {
-            fs::remove_dir_all(&path).map_err(Error::io("removing", &path))?;
+            remove_tree(&path)?;
             removed += 1;
         }
+        drop(held);
     }
     Ok(removed)
 }

@@ -1,0 +1,211 @@
+//! Helpers for the import journeys: running the binary, writing tar
+//! archives by hand (hostile ones included) and comparing trees on disk.
+
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+pub fn treectl(repo: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_treectl"))
+        .arg("--repo")
+        .arg(repo)
+        .args(args)
+        .output()
+        .expect("running treectl")
+}
+
+/// Runs treectl and returns stdout, failing the test with stderr otherwise.
+pub fn ok(repo: &Path, args: &[&str]) -> String {
+    let out = treectl(repo, args);
+    assert!(
+        out.status.success(),
+        "treectl {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("utf-8 output")
+}
+
+pub fn run(cmd: &mut Command) -> Output {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("running {cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// One tar entry for [`raw_tar`]: type flag, name, content, link target, mode.
+pub struct RawEntry<'a> {
+    pub kind: u8,
+    pub name: &'a str,
+    pub data: &'a [u8],
+    pub link: &'a str,
+    pub mode: u32,
+}
+
+pub fn f<'a>(name: &'a str, data: &'a [u8]) -> RawEntry<'a> {
+    RawEntry {
+        kind: b'0',
+        name,
+        data,
+        link: "",
+        mode: 0o644,
+    }
+}
+
+fn octal(field: &mut [u8], value: u64) {
+    let s = format!("{:0width$o}", value, width = field.len() - 1);
+    field[..s.len()].copy_from_slice(s.as_bytes());
+    field[s.len()] = 0;
+}
+
+/// A ustar archive written byte by byte, so names like `../x` survive.
+pub fn raw_tar(entries: &[RawEntry<'_>]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for e in entries {
+        let mut h = [0u8; 512];
+        h[..e.name.len()].copy_from_slice(e.name.as_bytes());
+        octal(&mut h[100..108], e.mode as u64);
+        octal(&mut h[108..116], 0);
+        octal(&mut h[116..124], 0);
+        octal(&mut h[124..136], e.data.len() as u64);
+        octal(&mut h[136..148], 1_700_000_000);
+        h[148..156].fill(b' ');
+        h[156] = e.kind;
+        h[157..157 + e.link.len()].copy_from_slice(e.link.as_bytes());
+        h[257..263].copy_from_slice(b"ustar\0");
+        h[263..265].copy_from_slice(b"00");
+        let sum: u32 = h.iter().map(|&b| b as u32).sum();
+        let s = format!("{sum:06o}\0 ");
+        h[148..156].copy_from_slice(s.as_bytes());
+        out.extend_from_slice(&h);
+        out.extend_from_slice(e.data);
+        out.resize(out.len().div_ceil(512) * 512, 0);
+    }
+    out.resize(out.len() + 1024, 0);
+    out
+}
+
+/// What is compared per path: type, permission bits, owner, symlink
+/// target, content. Not timestamps.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Node {
+    pub kind: char,
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub target: Option<PathBuf>,
+    pub content: Option<Vec<u8>>,
+}
+
+pub fn snapshot(root: &Path) -> BTreeMap<PathBuf, Node> {
+    let mut out = BTreeMap::new();
+    walk(root, Path::new(""), &mut out);
+    out
+}
+
+fn walk(root: &Path, rel: &Path, out: &mut BTreeMap<PathBuf, Node>) {
+    let path = root.join(rel);
+    let m = fs::symlink_metadata(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let ft = m.file_type();
+    let (kind, target, content) = if ft.is_dir() {
+        ('d', None, None)
+    } else if ft.is_symlink() {
+        ('l', Some(fs::read_link(&path).unwrap()), None)
+    } else if ft.is_file() {
+        ('f', None, Some(fs::read(&path).unwrap()))
+    } else {
+        ('?', None, None)
+    };
+    out.insert(
+        rel.to_owned(),
+        Node {
+            kind,
+            mode: if kind == 'l' {
+                0o777
+            } else {
+                m.mode() & 0o7777
+            },
+            uid: m.uid(),
+            gid: m.gid(),
+            target,
+            content,
+        },
+    );
+    if ft.is_dir() {
+        let mut names: Vec<_> = fs::read_dir(&path)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        names.sort();
+        for n in names {
+            walk(root, &rel.join(n), out);
+        }
+    }
+}
+
+/// Every difference between two snapshots, one line each (empty: equal).
+pub fn differences(a: &BTreeMap<PathBuf, Node>, b: &BTreeMap<PathBuf, Node>) -> Vec<String> {
+    let mut out = Vec::new();
+    for (p, na) in a {
+        match b.get(p) {
+            None => out.push(format!("only in first: {}", p.display())),
+            Some(nb) if na != nb => out.push(format!(
+                "{}: {:?}/{:o}/{}:{}/{:?} vs {:?}/{:o}/{}:{}/{:?}{}",
+                p.display(),
+                na.kind,
+                na.mode,
+                na.uid,
+                na.gid,
+                na.target,
+                nb.kind,
+                nb.mode,
+                nb.uid,
+                nb.gid,
+                nb.target,
+                if na.content != nb.content {
+                    " (content differs)"
+                } else {
+                    ""
+                }
+            )),
+            Some(_) => {}
+        }
+    }
+    for p in b.keys() {
+        if !a.contains_key(p) {
+            out.push(format!("only in second: {}", p.display()));
+        }
+    }
+    out
+}
+
+pub fn is_root() -> bool {
+    rustix_uid() == 0
+}
+
+fn rustix_uid() -> u32 {
+    fs::metadata("/proc/self")
+        .map(|m| m.uid())
+        .unwrap_or(u32::MAX)
+}
+
+pub fn tool_exists(name: &str) -> bool {
+    Command::new("sh")
+        .args(["-c", &format!("command -v {name} >/dev/null")])
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false)
+}
+
+pub fn write(path: &Path, data: &[u8]) -> PathBuf {
+    fs::write(path, data).unwrap();
+    path.to_owned()
+}

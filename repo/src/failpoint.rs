@@ -1,0 +1,35 @@
+//! Crash testing: `TREECTL_FAILPOINT=NAME:N` makes the process kill itself
+//! with SIGKILL the N-th time it passes the point NAME, the way ostree's
+//! `OSTREE_REPO_TEST_ERROR` does. Tests use it to stop a command at exact,
+//! varied moments; without the variable a failpoint costs one load.
+//!
+//! Points: `stage-object` (after an object is written to staging),
+//! `store-object` (after an object is renamed into the store),
+//! `before-refs` (all objects durable, no ref moved yet), `after-refs`
+//! (refs moved, staging not yet removed), `prune-delete` (after prune
+//! deletes an object), `publish-before-index` (a publish's intent written,
+//! index not yet), `publish-after-index` (index written, history not yet),
+//! `publish-after-history` (history written, ref not yet moved).
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::OnceLock;
+
+static TARGET: OnceLock<Option<(String, u64)>> = OnceLock::new();
+static HITS: AtomicU64 = AtomicU64::new(0);
+
+/// Passes the failpoint `name`.
+pub fn hit(name: &str) {
+    let target = TARGET.get_or_init(|| {
+        let spec = std::env::var("TREECTL_FAILPOINT").ok()?;
+        let (point, n) = spec.split_once(':')?;
+        Some((point.to_owned(), n.parse().ok()?))
+    });
+    if let Some((point, n)) = target {
+        if point == name && HITS.fetch_add(1, Ordering::SeqCst) + 1 == *n {
+            let _ = rustix::process::kill_process(
+                rustix::process::getpid(),
+                rustix::process::Signal::KILL,
+            );
+        }
+    }
+}
