@@ -1,65 +1,116 @@
 #!/usr/bin/env bash
-# demo.sh: an end-to-end walk through treectl on local disk, no set-up.
-# Builds treectl, commits a small OS-like tree twice, reads history and
-# differences, checks out with shared inodes, damages and repairs the store,
-# moves a ref back and prunes. Everything happens in a temporary directory.
+# demo.sh: the life of an OS release on one machine, on local disk and
+# loopback, with no set-up. It builds a small OS from components (real
+# Debian packages when they are at hand, bundled sample components
+# always), serves it with `treectl serve`, installs a client sysroot,
+# publishes an update, upgrades with --stage and finalizes, reverts the
+# release on the server and follows the revert, rolls back, and prints
+# `treectl status` after each step. Everything lives in a temporary
+# directory that is removed at the end.
 set -euo pipefail
 cd "$(dirname "$0")"
 
-cargo build --release --quiet -p treectl
+cargo build --release --quiet -p treectl -p treectl-server
 treectl="$PWD/target/release/treectl"
 work=$(mktemp -d /var/tmp/treectl-demo.XXXXXX)
-trap 'rm -rf "$work"' EXIT
-export TREECTL_REPO="$work/repo"
+server_pid=""
+cleanup() {
+  if [[ -n $server_pid ]]; then kill "$server_pid" 2>/dev/null || true; wait "$server_pid" 2>/dev/null || true; fi
+  rm -rf "$work"
+}
+trap cleanup EXIT
 
 step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
-run() { printf '$ treectl %s\n' "$*"; "$treectl" "$@"; }
+run() { printf '$ treectl %s\n' "$*" | sed "s|$work/||g"; "$treectl" "$@" 2>&1 | sed "s|$work/||g"; }
+status() { run status --sysroot "$sysroot"; }
 
-step "a small OS tree"
-root="$work/rootfs"
-mkdir -p "$root"/{etc/ssh,usr/bin,usr/lib,var/log}
-echo "demo" > "$root/etc/hostname"
-echo "PermitRootLogin no" > "$root/etc/ssh/sshd_config"
-cp /bin/true "$root/usr/bin/true"
-cp /bin/true "$root/usr/bin/also-true"   # identical content is stored once
-ln -s usr/bin "$root/bin"
-echo "NAME=demo OS" > "$root/usr/lib/os-release"
-ln -s ../usr/lib/os-release "$root/etc/os-release"
-find "$root" | sed "s|$work/||" | sort
+release="$work/release"        # the release engineers' repository
+served="$work/served"          # what the server publishes
+sysroot="$work/machine"        # a client machine's root
+lock="$work/os.lock"
+export TREECTL_MIN_FREE=0      # the demo's machine is a directory on a busy disk
 
-step "init a bare-user repository and commit release 1"
-run init --mode bare-user
-printf '$ treectl commit --ref os/stable --tree rootfs --subject "release 1" --metadata version=1\n'
-v1=$("$treectl" commit --ref os/stable --tree "$root" --subject "release 1" --metadata version=1)
-echo "$v1"
+step "components: bundled samples, plus real Debian packages when available"
+comp="$work/components"
+mkdir -p "$comp/base/etc" "$comp/base/usr/bin" "$comp/base/var/lib" "$comp/app/usr/bin" "$comp/app/etc"
+printf 'NAME="treectl demo OS"\n' > "$comp/base/etc/os-release"
+printf 'Welcome to the treectl demo.\n' > "$comp/base/etc/motd"
+cp /bin/true "$comp/base/usr/bin/true"
+printf '#!/bin/sh\necho "hello from release 1"\n' > "$comp/app/usr/bin/hello"
+chmod 755 "$comp/app/usr/bin/hello"
+printf 'greeting = release 1\n' > "$comp/app/etc/app.conf"
+debs=()
+corpus_debs="${TREECTL_CORPUS:-/var/tmp/treectl-corpus}/debs"
+mkdir -p "$work/debs"
+for pkg in hostname netbase; do
+  if compgen -G "$corpus_debs/${pkg}_*.deb" >/dev/null; then
+    cp "$(ls "$corpus_debs/${pkg}"_*.deb | head -n 1)" "$work/debs/"
+  elif command -v apt-get >/dev/null; then
+    (cd "$work/debs" && timeout 60 apt-get download -q "$pkg" >/dev/null 2>&1) || true
+  fi
+done
+for f in "$work"/debs/*.deb; do [[ -e $f ]] && debs+=("$f"); done
+if ((${#debs[@]})); then echo "real packages: ${debs[*]##*/}"; else echo "no .deb at hand: bundled components only"; fi
 
-step "change the tree and commit release 2"
-echo "demo-2" > "$root/etc/hostname"
-echo "VERSION=2" >> "$root/usr/lib/os-release"
-rm "$root/usr/bin/also-true"
-run commit --ref os/stable --tree "$root" --subject "release 2" --metadata version=2
+step "release 1: lock the components and compose os/stable"
+run --repo "$release" init --mode archive
+for d in "${debs[@]}"; do run --repo "$release" lock add --lockfile "$lock" --deb "$d"; done
+run --repo "$release" lock add --lockfile "$lock" --dir "$comp/base" --name base
+run --repo "$release" lock add --lockfile "$lock" --dir "$comp/app" --name app
+run --repo "$release" compose --lockfile "$lock" --ref os/stable
+run --repo "$release" show --components os/stable
 
-step "history, contents and differences"
-run log os/stable
-run ls os/stable /usr/bin
-run cat os/stable /etc/hostname
-run diff os/stable^ os/stable
+step "serve it: a signing key, a publish token, treectl serve on loopback"
+run keygen --out "$work/release.key"
+token="demo-$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')"
+printf '%s\n' "$token" > "$work/publish.token"
+printf '[[token]]\nname = "release-engineer"\nscope = "publish"\nsha256 = "%s"\n' \
+  "$(printf '%s' "$token" | sha256sum | cut -d' ' -f1)" > "$work/tokens.toml"
+"$treectl" --repo "$served" init --mode archive >/dev/null
+"$treectl" serve --repo "$served" --listen 127.0.0.1:0 --sign-key "$work/release.key" \
+  --tokens "$work/tokens.toml" > "$work/serve.out" 2> "$work/serve.log" &
+server_pid=$!
+for _ in $(seq 1 100); do [[ -s $work/serve.out ]] && break; sleep 0.1; done
+url=$(sed -n 's/^listening on //p' "$work/serve.out")
+[[ -n $url ]] || { echo "treectl serve did not start:"; cat "$work/serve.log"; exit 1; }
+echo "serving at $url"
+run --repo "$release" push "$url" os/stable --token-file "$work/publish.token"
 
-step "hardlink checkout: identical files share the store's inode"
-run checkout os/stable "$work/deploy-a"
-run checkout os/stable^ "$work/deploy-b"
-stat -c '%i %h %n' "$work/deploy-a/usr/bin/true" "$work/deploy-b/usr/bin/true" | sed "s|$work/||"
+step "install a machine from the server (signed index, trusted key)"
+run install --sysroot "$sysroot" --url "$url" --trusted-key "$work/release.key.pub" origin:os/stable
+status
 
-step "fsck finds a damaged object, --repair removes it"
-victim=$(find "$TREECTL_REPO/objects" -name '*.file' -size +1 | head -n 1)
-chmod u+w "$victim"; printf 'X' | dd of="$victim" bs=1 seek=0 conv=notrunc status=none
-run fsck || echo "(exit status $?: problems found)"
-run fsck --repair || true
-run fsck
+step "the admin edits /etc/app.conf and keeps data in /var"
+deployment=$(ls -d "$sysroot"/treectl/deploy/os/*.0 | head -n 1)
+printf 'greeting = changed by the admin\n' > "$deployment/etc/app.conf"
+mkdir -p "$sysroot/treectl/deploy/os/var/lib/demo"
+printf 'precious data\n' > "$sysroot/treectl/deploy/os/var/lib/demo/data"
+echo "/etc/app.conf: $(cat "$deployment/etc/app.conf")"
 
-step "move the ref back to release 1 and prune what is unreachable"
-run reset os/stable "$v1"
-run prune
-run refs
+step "release 2: the app component changes; compose and publish"
+printf '#!/bin/sh\necho "hello from release 2"\n' > "$comp/app/usr/bin/hello"
+run --repo "$release" compose --lockfile "$lock" --ref os/stable
+run --repo "$release" push "$url" os/stable --token-file "$work/publish.token"
+
+step "the machine stages the upgrade, and finalizes it at shutdown"
+run upgrade --sysroot "$sysroot" --stage
+status
+run finalize-staged --sysroot "$sysroot"
+status
+default=$("$treectl" status --sysroot "$sysroot" --json | sed -n 's/.*"path": "\(.*\)".*/\1/p' | head -n 1)
+echo "new default: $(sh "$default/usr/bin/hello"); /etc/app.conf: $(cat "$default/etc/app.conf"); /var data: $(cat "$sysroot/treectl/deploy/os/var/lib/demo/data")"
+
+step "release 2 is bad: revert it on the server, the machine follows with no flag"
+run revert "$url" os/stable --reason "release 2 breaks the app" --token-file "$work/publish.token"
+run history "$url" os/stable
+run upgrade --sysroot "$sysroot"
+status
+default=$("$treectl" status --sysroot "$sysroot" --json | sed -n 's/.*"path": "\(.*\)".*/\1/p' | head -n 1)
+echo "default now says: $(sh "$default/usr/bin/hello")"
+
+step "a local rollback returns to the previous deployment"
+run rollback --sysroot "$sysroot"
+status
+
 echo
 echo "demo finished; everything was in $work (now removed)"

@@ -6,8 +6,13 @@ use std::fs;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
+pub mod apt;
+pub mod nginx;
+pub mod server;
+
 /// The `treectl` binary of the current build profile, built (once per test
-/// process) by `cargo build -p treectl` so it is never stale.
+/// process) by `cargo build -p treectl -p treectl-server` so it is never
+/// stale (`treectl serve` runs `treectl-server` from beside it).
 pub fn treectl_bin() -> PathBuf {
     static BIN: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
     BIN.get_or_init(|| {
@@ -20,12 +25,15 @@ pub fn treectl_bin() -> PathBuf {
         let release = profile_dir.file_name().is_some_and(|n| n == "release");
         let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
         let mut build = std::process::Command::new(cargo);
-        build.args(["build", "--quiet", "-p", "treectl"]);
+        build.args(["build", "--quiet", "-p", "treectl", "-p", "treectl-server"]);
         if release {
             build.arg("--release");
         }
         let status = build.status().expect("run cargo build");
-        assert!(status.success(), "cargo build -p treectl failed");
+        assert!(
+            status.success(),
+            "cargo build -p treectl -p treectl-server failed"
+        );
         profile_dir.join("treectl")
     })
     .clone()
@@ -34,20 +42,31 @@ pub fn treectl_bin() -> PathBuf {
 /// What is compared for each path: type, permission bits, owner, symlink
 /// target and content digest. Timestamps are not compared.
 #[derive(Clone, Debug, PartialEq, Eq)]
-struct Entry {
-    kind: char,
-    mode: u32,
-    uid: u32,
-    gid: u32,
-    target: Option<PathBuf>,
-    content: Option<[u8; 32]>,
+pub struct Node {
+    /// `d` directory, `f` regular file, `l` symlink, `?` anything else.
+    pub kind: char,
+    /// Permission bits (with setuid, setgid, sticky); 0 for symlinks.
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub target: Option<PathBuf>,
+    /// SHA-256 of a regular file's content.
+    pub digest: Option<[u8; 32]>,
 }
 
-fn collect(root: &Path, rel: &Path, out: &mut BTreeMap<PathBuf, Entry>) -> std::io::Result<()> {
+/// Every entry below `root` (the root itself at the empty path).
+pub fn snapshot(root: &Path) -> BTreeMap<PathBuf, Node> {
+    let mut out = BTreeMap::new();
+    collect(root, Path::new(""), &mut out)
+        .unwrap_or_else(|e| panic!("walking {}: {e}", root.display()));
+    out
+}
+
+fn collect(root: &Path, rel: &Path, out: &mut BTreeMap<PathBuf, Node>) -> std::io::Result<()> {
     let path = root.join(rel);
     let m = fs::symlink_metadata(&path)?;
     let ft = m.file_type();
-    let (kind, target, content) = if ft.is_dir() {
+    let (kind, target, digest) = if ft.is_dir() {
         ('d', None, None)
     } else if ft.is_symlink() {
         ('l', Some(fs::read_link(&path)?), None)
@@ -63,13 +82,13 @@ fn collect(root: &Path, rel: &Path, out: &mut BTreeMap<PathBuf, Entry>) -> std::
     };
     out.insert(
         rel.to_owned(),
-        Entry {
+        Node {
             kind,
             mode: if kind == 'l' { 0 } else { m.mode() & 0o7777 },
             uid: m.uid(),
             gid: m.gid(),
             target,
-            content,
+            digest,
         },
     );
     if kind == 'd' {
@@ -80,35 +99,36 @@ fn collect(root: &Path, rel: &Path, out: &mut BTreeMap<PathBuf, Entry>) -> std::
     Ok(())
 }
 
+/// One line per difference between two snapshots (empty when equal).
+pub fn differences(a: &BTreeMap<PathBuf, Node>, b: &BTreeMap<PathBuf, Node>) -> Vec<String> {
+    let mut diffs = Vec::new();
+    for (p, x) in a {
+        match b.get(p) {
+            None => diffs.push(format!("only in the first tree: /{}", p.display())),
+            Some(y) if x != y => diffs.push(format!("/{} differs: {x:?} vs {y:?}", p.display())),
+            Some(_) => {}
+        }
+    }
+    for p in b.keys().filter(|p| !a.contains_key(*p)) {
+        diffs.push(format!("only in the second tree: /{}", p.display()));
+    }
+    diffs
+}
+
 /// Compares two trees; returns one line per difference (empty when equal).
 /// `compare_owner` is false when the tests cannot set ownership (not root).
 pub fn compare_trees(a: &Path, b: &Path, compare_owner: bool) -> Vec<String> {
-    let mut ea = BTreeMap::new();
-    let mut eb = BTreeMap::new();
-    collect(a, Path::new(""), &mut ea).expect("walk first tree");
-    collect(b, Path::new(""), &mut eb).expect("walk second tree");
-    let mut diffs = Vec::new();
-    for (p, x) in &ea {
-        match eb.get(p) {
-            None => diffs.push(format!("only in {}: /{}", a.display(), p.display())),
-            Some(y) => {
-                let mut y2 = y.clone();
-                if !compare_owner {
-                    y2.uid = x.uid;
-                    y2.gid = x.gid;
-                }
-                if *x != y2 {
-                    diffs.push(format!("/{} differs: {x:?} vs {y:?}", p.display()));
-                }
+    let ea = snapshot(a);
+    let mut eb = snapshot(b);
+    if !compare_owner {
+        for (p, y) in eb.iter_mut() {
+            if let Some(x) = ea.get(p) {
+                y.uid = x.uid;
+                y.gid = x.gid;
             }
         }
     }
-    for p in eb.keys() {
-        if !ea.contains_key(p) {
-            diffs.push(format!("only in {}: /{}", b.display(), p.display()));
-        }
-    }
-    diffs
+    differences(&ea, &eb)
 }
 
 /// True when running as root (ownership can be set and compared).

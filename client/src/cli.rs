@@ -43,6 +43,9 @@ pub enum Command {
     /// Show a commit: its tree, parent, date, subject and metadata
     Show {
         rev: String,
+        /// List the components a composed commit was made of
+        #[arg(long)]
+        components: bool,
         #[arg(long)]
         json: bool,
     },
@@ -63,6 +66,9 @@ pub enum Command {
     Diff {
         from: String,
         to: String,
+        /// Compare the components of two composed commits instead of paths
+        #[arg(long)]
+        components: bool,
         #[arg(long)]
         json: bool,
     },
@@ -78,6 +84,18 @@ pub enum Command {
     Reset { r#ref: String, rev: String },
     /// Print the commit id a revision names (REF, ID, ID prefix, REV^, REV~N)
     RevParse { rev: String },
+    /// Pin components in a lockfile: add, update (bump), verify, diff
+    #[command(subcommand)]
+    Lock(crate::cmd::lock::LockCommand),
+    /// Merge a lockfile's components into one tree and commit it to REF
+    Compose {
+        #[arg(long, value_name = "FILE")]
+        lockfile: PathBuf,
+        #[arg(long = "ref", value_name = "REF")]
+        r#ref: String,
+        #[arg(long)]
+        json: bool,
+    },
     /// Check a commit out into a new directory
     Checkout {
         rev: String,
@@ -115,6 +133,149 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Generate an ed25519 signing key in FILE and its public half in FILE.pub
+    Keygen {
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+    },
+    /// Serve the repository over HTTP (runs `treectl-server`; `treectl serve --help` shows its options)
+    #[command(disable_help_flag = true)]
+    Serve {
+        /// --listen ADDR [--sign-key FILE] [--tokens FILE] ... (passed to treectl-server)
+        #[arg(
+            trailing_var_arg = true,
+            allow_hyphen_values = true,
+            value_name = "ARGS"
+        )]
+        args: Vec<std::ffi::OsString>,
+    },
+    /// Upload a ref's commit and what it needs (only what the target lacks), then publish it
+    Push {
+        /// Server URL (http://, https://) or local repository path
+        url: String,
+        r#ref: String,
+        #[command(flatten)]
+        target: TargetArgs,
+    },
+    /// Publish REF at REV (a commit the target already has) in the signed ref index
+    Publish {
+        url: String,
+        r#ref: String,
+        /// A commit id, or (with --repo) any revision of the local repository
+        rev: String,
+        #[command(flatten)]
+        target: TargetArgs,
+    },
+    /// Publish a new release of REF whose tree is an earlier one's
+    Revert {
+        url: String,
+        r#ref: String,
+        /// The revision whose tree to restore (default: the head published before the current one)
+        #[arg(long, value_name = "REV")]
+        to: Option<String>,
+        /// Why (recorded in the commit and the history)
+        #[arg(long, value_name = "TEXT")]
+        reason: String,
+        #[command(flatten)]
+        target: TargetArgs,
+    },
+    /// Manage remotes: servers and mirrors to pull published refs from
+    #[command(subcommand)]
+    Remote(RemoteCommand),
+    /// Fetch a published ref (REMOTE:REF) with full verification into refs/remotes/REMOTE/REF
+    Pull(PullArgs),
+    /// List every publish and revert of REF, oldest first
+    History {
+        url: String,
+        r#ref: String,
+        #[command(flatten)]
+        target: TargetArgs,
+    },
+    #[command(flatten)]
+    Sysroot(crate::cli_sysroot::SysrootCommand),
+}
+
+/// `treectl remote ...`.
+#[derive(Subcommand, Debug)]
+pub enum RemoteCommand {
+    /// Add a remote: a treectl server or a static mirror of a repository
+    Add {
+        name: String,
+        /// http:// or https:// URL of the repository
+        url: String,
+        /// Public key (FILE.pub from `treectl keygen`) whose signatures the index and commits need (repeatable)
+        #[arg(long, value_name = "FILE")]
+        trusted_key: Vec<PathBuf>,
+        /// Another URL serving the same repository, tried in order when the URL fails (repeatable)
+        #[arg(long, value_name = "URL")]
+        mirror: Vec<String>,
+    },
+    /// List remotes
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove a remote, its trust state and its pulled refs
+    Remove { name: String },
+}
+
+/// `treectl pull REMOTE:REF`.
+#[derive(Args, Debug)]
+pub struct PullArgs {
+    /// REMOTE:REF, for example origin:os/stable
+    pub target: String,
+    /// Requests in flight at once
+    #[arg(long, short = 'j', default_value_t = 8, value_name = "N")]
+    pub jobs: usize,
+    /// Limit for one request, body included
+    #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = humantime::parse_duration)]
+    pub timeout: std::time::Duration,
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub connect_timeout: std::time::Duration,
+    /// Abort (and retry) a transfer slower than this many bytes per second...
+    #[arg(long, value_name = "BYTES", default_value_t = 1024)]
+    pub low_speed_limit: u64,
+    /// ...for this long
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub low_speed_time: std::time::Duration,
+    /// Retries of a timeout, 5xx or cut transfer before trying the next mirror
+    #[arg(long, value_name = "N", default_value_t = 3)]
+    pub retries: u32,
+    /// First retry delay (doubles each time)
+    #[arg(long, value_name = "DURATION", default_value = "500ms", value_parser = humantime::parse_duration)]
+    pub retry_delay: std::time::Duration,
+    /// Largest ref index accepted (K, M, G suffixes allowed)
+    #[arg(long, value_name = "SIZE", value_parser = parse_size, default_value = "16M")]
+    pub max_index_size: u64,
+    /// Largest object accepted, as sent and uncompressed
+    #[arg(long, value_name = "SIZE", value_parser = parse_size, default_value = "1G")]
+    pub max_object_size: u64,
+    /// Store fetched files every N objects (what an interrupted pull keeps)
+    #[arg(long, value_name = "N", default_value_t = 2000)]
+    pub commit_every: usize,
+    /// Use per-object GETs even when the server offers the batched fetch
+    #[arg(long)]
+    pub no_batch: bool,
+    /// Read a bearer token from FILE (default: $TREECTL_TOKEN), for servers that require one for reads
+    #[arg(long, value_name = "FILE")]
+    pub token_file: Option<PathBuf>,
+    /// Progress and the result as JSON lines on stdout
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Options shared by the commands that talk to a server or a local repository.
+#[derive(Args, Debug)]
+pub struct TargetArgs {
+    /// Read the bearer token from FILE (default: $TREECTL_TOKEN)
+    #[arg(long, value_name = "FILE")]
+    pub token_file: Option<PathBuf>,
+    /// When the target is a local repository: the key that signs the index and commits
+    #[arg(long, value_name = "FILE")]
+    pub sign_key: Option<PathBuf>,
+    /// Print JSON
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Args, Debug)]

@@ -1,8 +1,12 @@
 //! `treectl`: the command-line tool.
 
 mod cli;
+mod cli_sysroot;
 mod cmd;
+mod http;
 mod output;
+mod progress;
+mod pull;
 
 use std::process::ExitCode;
 

@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use import_support::*;
+use treectl_e2e::is_root;
 
 /// setuid (sudo, mount), setuid+setgid with a non-root group (passwd:
 /// chage/expiry are root:shadow 2755), and a small one for repacking.

@@ -10,6 +10,9 @@
 //! deletes an object), `publish-before-index` (a publish's intent written,
 //! index not yet), `publish-after-index` (index written, history not yet),
 //! `publish-after-history` (history written, ref not yet moved).
+//! Deployments (client `sysroot`): `deploy-checkout`, `deploy-before-rename`,
+//! `<op>-before-swap` / `<op>-after-swap` (op: deploy, finalize, rollback,
+//! pin, cleanup), `stage-written`, `finalize-etc`, `finalize-exchanged`.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;

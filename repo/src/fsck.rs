@@ -235,7 +235,7 @@ pub fn fsck(repo: &Repo, repair: bool) -> Result<FsckReport> {
     report.findings.append(&mut links.findings);
 
     // Refs.
-    for (name, target) in refs::list_refs_raw(repo)? {
+    for (name, target) in refs::list_all_refs_raw(repo)? {
         report.refs += 1;
         match target {
             Err(reason) => report.findings.push(Finding {

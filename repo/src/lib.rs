@@ -7,7 +7,9 @@
 //! (`archive`, for servers and mirrors) or as plain files that checkouts
 //! hardlink (`bare-user`). Writes go through a [`store::Transaction`] that
 //! makes objects durable before any ref names them. [`checkout`], [`fsck`]
-//! and [`prune`] work on whole repositories.
+//! and [`prune`] work on whole repositories. [`publish`] maintains the
+//! signed ref index ([`summary`]), commit signatures ([`sign`]) and the
+//! publish history; [`wire`] holds the types the server and clients share.
 //!
 //! This crate knows nothing of HTTP, async runtimes or the command line.
 //!
@@ -38,8 +40,13 @@ pub mod hash;
 pub mod import;
 pub mod object;
 pub mod prune;
+pub mod publish;
 pub mod refs;
+pub mod remote;
+pub mod sign;
 pub mod store;
+pub mod summary;
+pub mod wire;
 
 pub use config::{RepoMode, FORMAT_VERSION};
 pub use error::{Error, Result};

@@ -83,7 +83,8 @@ pub fn reachable(repo: &Repo, opts: &PruneOptions) -> Result<HashSet<(ObjectId, 
         .map(|d| default_timestamp().saturating_sub(d.as_secs() as i64));
     let mut keep: HashSet<(ObjectId, ObjectKind)> = HashSet::new();
     let mut seen_trees: HashSet<ObjectId> = HashSet::new();
-    for (_, head) in refs::list_refs(repo)? {
+    // Local refs and refs pulled from remotes alike.
+    for (_, head) in refs::list_ref_targets(repo)? {
         let mut id = head;
         let mut ancestors = 0u64;
         loop {

@@ -1,6 +1,8 @@
 //! Refs: names that point at commits, stored as `refs/heads/<name>` files
 //! holding a commit id, and revision expressions (`REF^`, `REF~N`, id
-//! prefixes) that resolve to commits.
+//! prefixes) that resolve to commits. Refs pulled from a remote live in
+//! `refs/remotes/<remote>/<name>` and are written as `REMOTE:NAME`; prune
+//! keeps what they need and fsck checks them like local refs.
 
 use std::fmt;
 use std::fs;
@@ -105,6 +107,84 @@ pub fn list_refs_raw(repo: &Repo) -> Result<Vec<(String, std::result::Result<Obj
     walk_refs(&base, &base, &mut out)?;
     out.sort_by(|a, b| a.0.cmp(&b.0));
     Ok(out)
+}
+
+/// Every remote-tracking ref (`refs/remotes/REMOTE/NAME`) with its raw
+/// file content, named `REMOTE:NAME`, sorted by name.
+pub fn list_remote_refs_raw(
+    repo: &Repo,
+) -> Result<Vec<(String, std::result::Result<ObjectId, String>)>> {
+    let base = remotes_dir(repo);
+    let mut raw = Vec::new();
+    walk_refs(&base, &base, &mut raw)?;
+    let mut out: Vec<_> = raw
+        .into_iter()
+        .map(|(path, id)| match path.split_once('/') {
+            Some((remote, name)) => (format!("{remote}:{name}"), id),
+            None => (path, Err("is not under a remote's directory".to_owned())),
+        })
+        .collect();
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    Ok(out)
+}
+
+/// Local and remote-tracking refs together, raw (what fsck checks).
+pub fn list_all_refs_raw(
+    repo: &Repo,
+) -> Result<Vec<(String, std::result::Result<ObjectId, String>)>> {
+    let mut out = list_refs_raw(repo)?;
+    out.extend(list_remote_refs_raw(repo)?);
+    Ok(out)
+}
+
+/// The commits every local and remote-tracking ref names (what prune keeps).
+pub fn list_ref_targets(repo: &Repo) -> Result<Vec<(String, ObjectId)>> {
+    list_all_refs_raw(repo)?
+        .into_iter()
+        .map(|(name, id)| {
+            id.map(|id| (name.clone(), id))
+                .map_err(|reason| Error::Corrupt {
+                    kind: ObjectKind::Commit,
+                    id: ObjectId([0; 32]),
+                    reason: format!("ref {name}: {reason}"),
+                })
+        })
+        .collect()
+}
+
+/// `refs/remotes/`.
+pub fn remotes_dir(repo: &Repo) -> PathBuf {
+    repo.path().join(REFS_DIR).join("remotes")
+}
+
+/// The file of the remote-tracking ref `REMOTE:NAME`. `remote` must be a
+/// valid remote name (one path component).
+pub fn remote_ref_path(repo: &Repo, remote: &str, name: &RefName) -> PathBuf {
+    remotes_dir(repo).join(remote).join(&name.0)
+}
+
+/// The commit a remote-tracking ref points at, if it exists.
+pub fn try_read_remote_ref(repo: &Repo, remote: &str, name: &RefName) -> Result<Option<ObjectId>> {
+    if !valid_remote_component(remote) {
+        return Ok(None);
+    }
+    let path = remote_ref_path(repo, remote, name);
+    match fs::read_to_string(&path) {
+        Ok(text) => ObjectId::from_hex(text.trim_end())
+            .map(Some)
+            .ok_or_else(|| Error::Corrupt {
+                kind: ObjectKind::Commit,
+                id: ObjectId([0; 32]),
+                reason: format!("ref file {} does not hold a commit id", path.display()),
+            }),
+        Err(e) if e.kind() == io::ErrorKind::NotFound || path.is_dir() => Ok(None),
+        Err(e) => Err(Error::io("reading", &path)(e)),
+    }
+}
+
+/// A remote name is one ref-name component (no `/`).
+pub(crate) fn valid_remote_component(remote: &str) -> bool {
+    !remote.contains('/') && RefName::new(remote).is_ok()
 }
 
 /// Every ref and its commit, sorted by name.
@@ -277,6 +357,13 @@ fn split_suffixes(rev: &str) -> Result<(&str, u64)> {
 }
 
 fn resolve_base(repo: &Repo, base: &str, rev: &str) -> Result<ObjectId> {
+    // `REMOTE:NAME`: a ref pulled from a remote.
+    if let Some((remote, name)) = base.split_once(':') {
+        let name = RefName::new(name)?;
+        return try_read_remote_ref(repo, remote, &name)?.ok_or_else(|| Error::RefNotFound {
+            name: format!("{remote}:{name} (pull it with `treectl pull {remote}:{name}`)"),
+        });
+    }
     if let Ok(name) = RefName::new(base) {
         if let Some(id) = try_read_ref(repo, &name)? {
             return Ok(id);

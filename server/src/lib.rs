@@ -1,5 +1,299 @@
 //! The treectl HTTP server: serves a repository directory read-only (the
-//! directory is the wire format) and adds uploads, publishing, signing and
-//! reverts. This is the only crate in the workspace that knows axum.
+//! directory is the wire format, so any static web server can mirror it)
+//! and adds uploads, publishing, signing, reverts and history under `/v1/`.
+//! This is the only crate in the workspace that knows axum; the `treectl`
+//! client runs its binary, `treectl-server`, for `treectl serve`.
 //!
-//! This crate is being built up; today it holds no code.
+//! ```no_run
+//! # async fn demo() -> anyhow::Result<()> {
+//! use treectl_server::{ServerConfig, serve};
+//! let config = ServerConfig::new("/srv/repo".into(), "127.0.0.1:8080".into());
+//! serve(config).await?;
+//! # Ok(()) }
+//! ```
+
+pub mod api;
+pub mod auth;
+pub mod error;
+pub mod files;
+pub mod metrics;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use axum::extract::{Request, State};
+use axum::http::HeaderMap;
+use axum::middleware::{self, Next};
+use axum::response::Response;
+use axum::routing::{get, post};
+use axum::Router;
+use tokio::sync::{Mutex, Semaphore};
+use treectl_repo::publish::{self, Publisher};
+use treectl_repo::sign::SecretKey;
+use treectl_repo::summary::DEFAULT_VALIDITY_SECS;
+use treectl_repo::Repo;
+
+use crate::auth::{Caller, Scope, Tokens};
+use crate::error::ApiError;
+use crate::metrics::Metrics;
+
+/// Size limits.
+#[derive(Clone, Debug)]
+pub struct Limits {
+    /// Largest upload body (one pack).
+    pub max_upload_bytes: usize,
+    /// Largest single object in a pack.
+    pub max_object_bytes: u64,
+    /// Largest JSON request body.
+    pub max_json_bytes: usize,
+    /// Uploads processed at once; more wait.
+    pub upload_concurrency: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            max_upload_bytes: 256 << 20,
+            max_object_bytes: 256 << 20,
+            max_json_bytes: 16 << 20,
+            upload_concurrency: 4,
+        }
+    }
+}
+
+/// Everything `treectl serve` is told.
+#[derive(Clone, Debug)]
+pub struct ServerConfig {
+    pub repo: PathBuf,
+    pub listen: String,
+    pub sign_key: Option<PathBuf>,
+    pub tokens: Option<PathBuf>,
+    pub limits: Limits,
+    /// How long a written index stays valid.
+    pub validity_secs: i64,
+}
+
+impl ServerConfig {
+    pub fn new(repo: PathBuf, listen: String) -> ServerConfig {
+        ServerConfig {
+            repo,
+            listen,
+            sign_key: None,
+            tokens: None,
+            limits: Limits::default(),
+            validity_secs: DEFAULT_VALIDITY_SECS,
+        }
+    }
+}
+
+/// Shared state of the handlers.
+pub struct AppState {
+    pub repo: Arc<Repo>,
+    /// The repository path with symlinks resolved (for the read side).
+    pub repo_root: PathBuf,
+    pub key: Option<Arc<SecretKey>>,
+    pub tokens: Tokens,
+    pub limits: Limits,
+    pub validity_secs: i64,
+    /// Serialises publishes and reverts within this process (the publish
+    /// lock file serialises them across processes).
+    pub write_lock: Mutex<()>,
+    pub uploads: Semaphore,
+    pub metrics: Metrics,
+}
+
+impl AppState {
+    pub fn new(
+        repo: Repo,
+        key: Option<SecretKey>,
+        tokens: Tokens,
+        limits: Limits,
+        validity_secs: i64,
+    ) -> anyhow::Result<AppState> {
+        let repo_root = std::fs::canonicalize(repo.path())
+            .with_context(|| format!("resolving {}", repo.path().display()))?;
+        let serial = publish::current_index(&repo)?.serial;
+        let metrics = Metrics::default();
+        metrics
+            .index_serial
+            .store(serial, std::sync::atomic::Ordering::Relaxed);
+        Ok(AppState {
+            repo: Arc::new(repo),
+            repo_root,
+            key: key.map(Arc::new),
+            tokens,
+            uploads: Semaphore::new(limits.upload_concurrency.max(1)),
+            limits,
+            validity_secs,
+            write_lock: Mutex::new(()),
+            metrics,
+        })
+    }
+
+    /// Checks the bearer token for `scope`.
+    pub fn auth(&self, headers: &HeaderMap, scope: Scope) -> Result<Caller, ApiError> {
+        let header = headers
+            .get(axum::http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok());
+        self.tokens.check(header, scope).map_err(|f| {
+            Metrics::add(&self.metrics.auth_failures, 1);
+            ApiError::from(f)
+        })
+    }
+
+    /// Checks read access (anonymous unless the tokens file says otherwise).
+    pub fn auth_read(&self, headers: &HeaderMap) -> Result<Caller, ApiError> {
+        self.auth(headers, Scope::Read)
+    }
+}
+
+async fn log_requests(State(state): State<Arc<AppState>>, req: Request, next: Next) -> Response {
+    let method = req.method().clone();
+    let path = req.uri().path().to_owned();
+    if path.starts_with("/v1/") {
+        Metrics::add(&state.metrics.api_requests, 1);
+    }
+    let start = std::time::Instant::now();
+    let resp = next.run(req).await;
+    let status = resp.status().as_u16();
+    state.metrics.status(status);
+    let ms = start.elapsed().as_secs_f64() * 1000.0;
+    if status >= 500 {
+        tracing::error!(%method, %path, status, ms, "request");
+    } else if status >= 400 {
+        tracing::info!(%method, %path, status, ms, "request");
+    } else {
+        tracing::debug!(%method, %path, status, ms, "request");
+    }
+    resp
+}
+
+/// The router: `/v1/` API plus the repository's files.
+pub fn app(state: Arc<AppState>) -> Router {
+    let v1 = Router::new()
+        .route("/health", get(api::health))
+        .route("/metrics", get(api::metrics))
+        .route("/objects/missing", post(api::missing))
+        .route("/objects", post(api::upload))
+        .route("/objects/fetch", post(api::fetch))
+        .route("/publish", post(api::publish_ref))
+        .route("/revert", post(api::revert_ref))
+        .route("/history", get(api::history))
+        .fallback(api::unknown_api);
+    Router::new()
+        .nest("/v1", v1)
+        .fallback(files::serve_file)
+        .layer(middleware::from_fn_with_state(state.clone(), log_requests))
+        .with_state(state)
+}
+
+/// Opens the repository, finishes any interrupted publish, and builds the
+/// state.
+pub fn prepare(config: &ServerConfig) -> anyhow::Result<Arc<AppState>> {
+    let repo = Repo::open(&config.repo)?;
+    let key = config
+        .sign_key
+        .as_deref()
+        .map(SecretKey::load)
+        .transpose()?;
+    let tokens = match &config.tokens {
+        Some(p) => Tokens::load(p)?,
+        None => Tokens::none(),
+    };
+    publish::recover(&repo).context("finishing an interrupted publish")?;
+    if key.is_some() {
+        Publisher {
+            repo: &repo,
+            key: key.as_ref(),
+            validity_secs: config.validity_secs,
+        }
+        .refresh(config.validity_secs / 2)
+        .context("re-signing the ref index")?;
+    }
+    Ok(Arc::new(AppState::new(
+        repo,
+        key,
+        tokens,
+        config.limits.clone(),
+        config.validity_secs,
+    )?))
+}
+
+/// Re-signs the index well before it expires, as long as the server runs.
+async fn refresh_loop(state: Arc<AppState>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(3600));
+    loop {
+        tick.tick().await;
+        let _guard = state.write_lock.lock().await;
+        let st = state.clone();
+        let result = tokio::task::spawn_blocking(move || {
+            Publisher {
+                repo: &st.repo,
+                key: st.key.as_deref(),
+                validity_secs: st.validity_secs,
+            }
+            .refresh(st.validity_secs / 2)
+        })
+        .await;
+        match result {
+            Ok(Ok(true)) => tracing::info!("re-signed the ref index before it expires"),
+            Ok(Ok(false)) => {}
+            Ok(Err(e)) => tracing::error!("re-signing the ref index: {e}"),
+            Err(e) => tracing::error!("re-signing the ref index: {e}"),
+        }
+    }
+}
+
+async fn shutdown_signal() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(e) => {
+                tracing::error!("cannot listen for SIGTERM: {e}");
+                std::future::pending::<()>().await
+            }
+        }
+    };
+    tokio::select! {
+        _ = term => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+    tracing::info!("shutting down: finishing in-flight requests");
+}
+
+/// Binds, prints `listening on http://ADDR` on stdout, and serves until
+/// SIGTERM or SIGINT, then finishes in-flight requests.
+pub async fn serve(config: ServerConfig) -> anyhow::Result<()> {
+    let state = prepare(&config)?;
+    let listener = tokio::net::TcpListener::bind(&config.listen)
+        .await
+        .with_context(|| format!("listening on {}", config.listen))?;
+    let addr: SocketAddr = listener.local_addr()?;
+    {
+        use std::io::Write;
+        let mut out = std::io::stdout().lock();
+        writeln!(out, "listening on http://{addr}")?;
+        out.flush()?;
+    }
+    tracing::info!(%addr, repo = %config.repo.display(), signed = state.key.is_some(), "serving");
+    if state.key.is_some() {
+        tokio::spawn(refresh_loop(state.clone()));
+    }
+    // Without TCP_NODELAY a response whose headers and body go out in two
+    // writes waits for the client's delayed ACK (about 40 ms per request).
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!("setting TCP_NODELAY: {e}");
+        }
+    });
+    axum::serve(listener, app(state))
+        .with_graceful_shutdown(shutdown_signal())
+        .await
+        .context("serving")?;
+    Ok(())
+}

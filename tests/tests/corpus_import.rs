@@ -9,27 +9,10 @@
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-const CORPUS: &str = "/var/tmp/treectl-corpus";
-
-/// target/<profile>/treectl, next to the directory of this test executable.
-fn treectl_bin() -> PathBuf {
-    let exe = std::env::current_exe().expect("test executable path");
-    let bin = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("test executable in target/<profile>/deps")
-        .join("treectl");
-    assert!(
-        bin.exists(),
-        "{} not found; run `cargo build -p treectl`",
-        bin.display()
-    );
-    bin
-}
+use treectl_e2e::{compare_trees, corpus_dir, is_root, treectl_bin, Scratch};
 
 fn treectl(repo: &Path, args: &[String]) -> String {
     let out = Command::new(treectl_bin())
@@ -48,7 +31,8 @@ fn treectl(repo: &Path, args: &[String]) -> String {
 }
 
 fn corpus_debs() -> Result<Vec<PathBuf>, String> {
-    let list = Path::new(CORPUS).join("lists/pkgs-v1.txt");
+    let corpus = corpus_dir().ok_or("corpus not built; build it with ../shared/corpus/build.sh")?;
+    let list = corpus.join("lists/pkgs-v1.txt");
     let text = fs::read_to_string(&list).map_err(|e| {
         format!(
             "corpus list {} not readable ({e}); build it with ../shared/corpus/build.sh",
@@ -61,7 +45,7 @@ fn corpus_debs() -> Result<Vec<PathBuf>, String> {
         let [name, version, arch] = f[..] else {
             return Err(format!("bad corpus list line {line:?}"));
         };
-        let p = Path::new(CORPUS)
+        let p = corpus
             .join("debs")
             .join(format!("{name}_{}_{arch}.deb", version.replace(':', "%3a")));
         if !p.exists() {
@@ -70,51 +54,6 @@ fn corpus_debs() -> Result<Vec<PathBuf>, String> {
         out.push(p);
     }
     Ok(out)
-}
-
-#[derive(Debug, PartialEq, Eq)]
-struct Meta {
-    kind: char,
-    mode: u32,
-    uid: u32,
-    gid: u32,
-    size: u64,
-    target: Option<PathBuf>,
-}
-
-fn scan(root: &Path, rel: &Path, out: &mut BTreeMap<PathBuf, Meta>) {
-    let p = root.join(rel);
-    let m = fs::symlink_metadata(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
-    let ft = m.file_type();
-    let kind = if ft.is_dir() {
-        'd'
-    } else if ft.is_symlink() {
-        'l'
-    } else if ft.is_file() {
-        'f'
-    } else {
-        '?'
-    };
-    out.insert(
-        rel.to_owned(),
-        Meta {
-            kind,
-            mode: if kind == 'l' {
-                0o777
-            } else {
-                m.mode() & 0o7777
-            },
-            uid: m.uid(),
-            gid: m.gid(),
-            size: if kind == 'f' { m.size() } else { 0 },
-            target: ft.is_symlink().then(|| fs::read_link(&p).unwrap()),
-        },
-    );
-    if ft.is_dir() {
-        for e in fs::read_dir(&p).unwrap() {
-            scan(root, &rel.join(e.unwrap().file_name()), out);
-        }
-    }
 }
 
 #[test]
@@ -126,11 +65,11 @@ fn corpus_v1_imports_and_union_checkout_equals_dpkg_deb_x() {
             return;
         }
     };
-    if fs::metadata("/proc/self").map(|m| m.uid()).unwrap_or(1) != 0 {
+    if !is_root() {
         eprintln!("skipped: not root (dpkg-deb -x and checkout cannot restore owners)");
         return;
     }
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = Scratch::new("4G");
     let repo = tmp.path().join("repo");
     treectl(&repo, &["init".into()]);
     let mut args = vec!["commit".to_string(), "--json".into()];
@@ -173,31 +112,16 @@ fn corpus_v1_imports_and_union_checkout_equals_dpkg_deb_x() {
         assert!(st.success(), "dpkg-deb -x {}", d.display());
     }
 
-    let mut a = BTreeMap::new();
-    let mut b = BTreeMap::new();
-    scan(&layered, Path::new(""), &mut a);
-    scan(&extracted, Path::new(""), &mut b);
-    let mut diffs = Vec::new();
-    for (p, ma) in &a {
-        match b.get(p) {
-            None => diffs.push(format!("only in checkout: {}", p.display())),
-            Some(mb) if ma != mb => diffs.push(format!("{}: {ma:?} vs {mb:?}", p.display())),
-            Some(_) if ma.kind == 'f' => {
-                if fs::read(layered.join(p)).unwrap() != fs::read(extracted.join(p)).unwrap() {
-                    diffs.push(format!("{}: content differs", p.display()));
-                }
-            }
-            Some(_) => {}
-        }
-    }
-    for p in b.keys().filter(|p| !a.contains_key(*p)) {
-        diffs.push(format!("only in dpkg-deb -x: {}", p.display()));
-    }
+    let diffs = compare_trees(&layered, &extracted, true);
     assert!(
         diffs.is_empty(),
         "{} differences, first: {:#?}",
         diffs.len(),
         &diffs[..diffs.len().min(20)]
     );
-    assert!(a.len() > 5000, "only {} entries", a.len());
+    let entries = fs::read_dir(layered.join("usr/share/doc")).unwrap().count();
+    assert!(
+        entries > 100,
+        "only {entries} package docs in the layered tree"
+    );
 }

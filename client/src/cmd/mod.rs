@@ -1,6 +1,10 @@
 //! Command implementations, one module per area.
 
+mod deploy;
 mod import;
+pub mod lock;
+mod publish;
+mod pull;
 mod repo;
 
 use std::path::PathBuf;
@@ -21,7 +25,12 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             max_count,
             json,
         } => repo::log(&open(repo_path)?, &rev, max_count, json),
-        Command::Show { rev, json } => repo::show(&open(repo_path)?, &rev, json),
+        Command::Show {
+            rev,
+            components: true,
+            json,
+        } => lock::show_components(&open(repo_path)?, &rev, json),
+        Command::Show { rev, json, .. } => repo::show(&open(repo_path)?, &rev, json),
         Command::Ls {
             rev,
             path,
@@ -29,10 +38,22 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             json,
         } => repo::ls(&open(repo_path)?, &rev, &path, recursive, json),
         Command::Cat { rev, path } => repo::cat(&open(repo_path)?, &rev, &path),
-        Command::Diff { from, to, json } => repo::diff(&open(repo_path)?, &from, &to, json),
+        Command::Diff {
+            from,
+            to,
+            components: true,
+            json,
+        } => lock::diff_components(&open(repo_path)?, &from, &to, json),
+        Command::Diff { from, to, json, .. } => repo::diff(&open(repo_path)?, &from, &to, json),
         Command::Refs { delete, json } => repo::refs(&open(repo_path)?, delete.as_deref(), json),
         Command::Reset { r#ref, rev } => repo::reset(&open(repo_path)?, &r#ref, &rev),
         Command::RevParse { rev } => repo::rev_parse(&open(repo_path)?, &rev),
+        Command::Lock(cmd) => lock::run(repo_path, cmd),
+        Command::Compose {
+            lockfile,
+            r#ref,
+            json,
+        } => lock::compose(&open(repo_path)?, &lockfile, &r#ref, json),
         Command::Checkout {
             rev,
             dest,
@@ -47,6 +68,28 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             dry_run,
             json,
         } => repo::prune(&open(repo_path)?, keep_younger_than, depth, dry_run, json),
+        Command::Keygen { out } => publish::keygen(&out),
+        Command::Serve { args } => publish::serve(repo_path, args),
+        Command::Push { url, r#ref, target } => {
+            publish::push(&open(repo_path)?, &url, &r#ref, &target)
+        }
+        Command::Publish {
+            url,
+            r#ref,
+            rev,
+            target,
+        } => publish::publish(repo_path, &url, &r#ref, &rev, &target),
+        Command::Revert {
+            url,
+            r#ref,
+            to,
+            reason,
+            target,
+        } => publish::revert(&url, &r#ref, to.as_deref(), &reason, &target),
+        Command::History { url, r#ref, target } => publish::history(&url, &r#ref, &target),
+        Command::Remote(cmd) => pull::remote(&open(repo_path)?, cmd),
+        Command::Pull(args) => pull::pull(&open(repo_path)?, args),
+        Command::Sysroot(cmd) => deploy::run(cmd),
     }
 }
 

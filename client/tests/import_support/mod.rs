@@ -3,9 +3,7 @@
 
 #![allow(dead_code)]
 
-use std::collections::BTreeMap;
 use std::fs;
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -95,107 +93,7 @@ pub fn raw_tar(entries: &[RawEntry<'_>]) -> Vec<u8> {
 
 /// What is compared per path: type, permission bits, owner, symlink
 /// target, content. Not timestamps.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Node {
-    pub kind: char,
-    pub mode: u32,
-    pub uid: u32,
-    pub gid: u32,
-    pub target: Option<PathBuf>,
-    pub content: Option<Vec<u8>>,
-}
-
-pub fn snapshot(root: &Path) -> BTreeMap<PathBuf, Node> {
-    let mut out = BTreeMap::new();
-    walk(root, Path::new(""), &mut out);
-    out
-}
-
-fn walk(root: &Path, rel: &Path, out: &mut BTreeMap<PathBuf, Node>) {
-    let path = root.join(rel);
-    let m = fs::symlink_metadata(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    let ft = m.file_type();
-    let (kind, target, content) = if ft.is_dir() {
-        ('d', None, None)
-    } else if ft.is_symlink() {
-        ('l', Some(fs::read_link(&path).unwrap()), None)
-    } else if ft.is_file() {
-        ('f', None, Some(fs::read(&path).unwrap()))
-    } else {
-        ('?', None, None)
-    };
-    out.insert(
-        rel.to_owned(),
-        Node {
-            kind,
-            mode: if kind == 'l' {
-                0o777
-            } else {
-                m.mode() & 0o7777
-            },
-            uid: m.uid(),
-            gid: m.gid(),
-            target,
-            content,
-        },
-    );
-    if ft.is_dir() {
-        let mut names: Vec<_> = fs::read_dir(&path)
-            .unwrap()
-            .map(|e| e.unwrap().file_name())
-            .collect();
-        names.sort();
-        for n in names {
-            walk(root, &rel.join(n), out);
-        }
-    }
-}
-
-/// Every difference between two snapshots, one line each (empty: equal).
-pub fn differences(a: &BTreeMap<PathBuf, Node>, b: &BTreeMap<PathBuf, Node>) -> Vec<String> {
-    let mut out = Vec::new();
-    for (p, na) in a {
-        match b.get(p) {
-            None => out.push(format!("only in first: {}", p.display())),
-            Some(nb) if na != nb => out.push(format!(
-                "{}: {:?}/{:o}/{}:{}/{:?} vs {:?}/{:o}/{}:{}/{:?}{}",
-                p.display(),
-                na.kind,
-                na.mode,
-                na.uid,
-                na.gid,
-                na.target,
-                nb.kind,
-                nb.mode,
-                nb.uid,
-                nb.gid,
-                nb.target,
-                if na.content != nb.content {
-                    " (content differs)"
-                } else {
-                    ""
-                }
-            )),
-            Some(_) => {}
-        }
-    }
-    for p in b.keys() {
-        if !a.contains_key(p) {
-            out.push(format!("only in second: {}", p.display()));
-        }
-    }
-    out
-}
-
-pub fn is_root() -> bool {
-    rustix_uid() == 0
-}
-
-fn rustix_uid() -> u32 {
-    fs::metadata("/proc/self")
-        .map(|m| m.uid())
-        .unwrap_or(u32::MAX)
-}
+pub use treectl_e2e::{differences, snapshot};
 
 pub fn tool_exists(name: &str) -> bool {
     Command::new("sh")

@@ -3,9 +3,11 @@
 
 mod lock;
 pub(crate) mod transaction;
+mod wire_form;
 
 pub use lock::{LockKind, RepoLock};
 pub use transaction::{RefUpdate, Transaction};
+pub use wire_form::{encode_file_wire_form, verify_wire_form};
 
 use std::fs::{self, File};
 use std::io::{self, Read};
@@ -318,6 +320,41 @@ pub(crate) fn read_archive_header(file: &mut impl Read) -> io::Result<Vec<u8>> {
 /// Headers carry xattrs and a symlink target; 1 MiB is far above any real one
 /// and keeps a corrupt length from allocating gigabytes.
 pub const MAX_HEADER_LEN: usize = 1 << 20;
+
+thread_local! {
+    /// One zstd decompression context per thread: creating a context costs
+    /// more than decompressing a small object.
+    static DECOMPRESSOR: std::cell::RefCell<Option<zstd::bulk::Decompressor<'static>>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// Like [`decompress_content`] for content already in memory (the rest of
+/// a wire form after its header), with a reused context: exactly `size`
+/// bytes, anything more or less (or trailing bytes) is refused.
+pub(crate) fn decompress_slice(data: &[u8], size: u64) -> Result<Vec<u8>, String> {
+    if size == 0 || size > 1 << 30 {
+        return decompress_content(&mut io::Cursor::new(data), size);
+    }
+    DECOMPRESSOR.with(|d| {
+        let mut d = d.borrow_mut();
+        if d.is_none() {
+            *d = Some(zstd::bulk::Decompressor::new().map_err(|e| e.to_string())?);
+        }
+        let d = d.as_mut().expect("set above");
+        // The buffer holds exactly `size` bytes: a frame that decodes to
+        // more fails with "destination buffer is too small".
+        let mut content = Vec::with_capacity(size as usize);
+        d.decompress_to_buffer(data, &mut content)
+            .map_err(|e| format!("decompressing: {e}"))?;
+        if content.len() as u64 != size {
+            return Err(format!(
+                "decompresses to {} bytes, header says {size}",
+                content.len()
+            ));
+        }
+        Ok(content)
+    })
+}
 
 /// Decompresses exactly `size` bytes and refuses anything more or less.
 pub(crate) fn decompress_content(file: &mut impl Read, size: u64) -> Result<Vec<u8>, String> {

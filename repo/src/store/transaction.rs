@@ -40,6 +40,14 @@ thread_local! {
     static COMPRESSOR: RefCell<Option<zstd::bulk::Compressor<'static>>> = const { RefCell::new(None) };
 }
 
+/// See [`Transaction::claim_status`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Claim {
+    Stored,
+    Pending,
+    New,
+}
+
 /// A ref change made when a transaction commits.
 #[derive(Clone, Debug)]
 pub struct RefUpdate {
@@ -59,7 +67,30 @@ pub struct Transaction<'r> {
     staged: Mutex<Vec<(ObjectId, ObjectKind)>>,
     /// Objects this transaction has written or is writing.
     pending: Mutex<HashSet<(ObjectId, ObjectKind)>>,
+    /// The owner a file created in the staging directory gets, so a chown
+    /// that would change nothing is skipped.
+    new_owner: (u32, u32),
     finished: bool,
+}
+
+/// The process umask, read once from `/proc/self/status` (reading it with
+/// `umask(2)` would change it for a moment under other threads); `None`
+/// when unknown.
+fn process_umask() -> Option<u32> {
+    static UMASK: std::sync::OnceLock<Option<u32>> = std::sync::OnceLock::new();
+    *UMASK.get_or_init(|| {
+        let status = fs::read_to_string("/proc/self/status").ok()?;
+        let line = status.lines().find_map(|l| l.strip_prefix("Umask:"))?;
+        u32::from_str_radix(line.trim(), 8).ok()
+    })
+}
+
+/// Whether a file created with `mode` already has exactly that mode, so
+/// no `fchmod` is needed: no special bits (those need the chmod after a
+/// chown), writable by its owner (setting a `user.` xattr checks the
+/// mode), and nothing the umask removes.
+fn created_with_mode(mode: u32) -> bool {
+    mode & 0o7000 == 0 && mode & 0o200 != 0 && process_umask().is_some_and(|u| mode & u == 0)
 }
 
 impl<'r> Transaction<'r> {
@@ -87,6 +118,16 @@ impl<'r> Transaction<'r> {
         }
         let staging = tmp.join(format!("{STAGING_PREFIX}{unique}"));
         fs::rename(&making, &staging).map_err(Error::io("creating", &staging))?;
+        let new_owner = {
+            use std::os::unix::fs::MetadataExt;
+            let dir = fs::metadata(&staging).map_err(Error::io("reading", &staging))?;
+            let gid = if dir.mode() & 0o2000 != 0 {
+                dir.gid()
+            } else {
+                rustix::process::getegid().as_raw()
+            };
+            (rustix::process::geteuid().as_raw(), gid)
+        };
         Ok(Transaction {
             repo,
             _lock: lock,
@@ -94,6 +135,7 @@ impl<'r> Transaction<'r> {
             _staging_lock: staging_lock,
             staged: Mutex::new(Vec::new()),
             pending: Mutex::new(HashSet::new()),
+            new_owner,
             finished: false,
         })
     }
@@ -104,14 +146,26 @@ impl<'r> Transaction<'r> {
 
     /// Returns true if the object needs writing: not in the store and not
     /// already written by this transaction. Marks it as being written.
-    fn claim(&self, id: ObjectId, kind: ObjectKind) -> bool {
+    pub(super) fn claim(&self, id: ObjectId, kind: ObjectKind) -> bool {
+        self.claim_status(id, kind) == Claim::New
+    }
+
+    /// Whether the object is stored, being written by this transaction,
+    /// or newly claimed (then marked as being written).
+    pub(super) fn claim_status(&self, id: ObjectId, kind: ObjectKind) -> Claim {
         if self.repo.has_object(&id, kind) {
-            return false;
+            return Claim::Stored;
         }
-        self.pending
+        if self
+            .pending
             .lock()
             .expect("pending set poisoned")
             .insert((id, kind))
+        {
+            Claim::New
+        } else {
+            Claim::Pending
+        }
     }
 
     fn staged_path(&self, id: &ObjectId, kind: ObjectKind) -> PathBuf {
@@ -122,13 +176,25 @@ impl<'r> Transaction<'r> {
         ))
     }
 
-    fn create_staged(&self, path: &Path) -> Result<File> {
-        OpenOptions::new()
+    /// Releases a claim on an object that was not staged after all.
+    pub(super) fn unclaim(&self, id: ObjectId, kind: ObjectKind) {
+        self.pending
+            .lock()
+            .expect("pending set poisoned")
+            .remove(&(id, kind));
+    }
+
+    /// Creates a staged file with `mode`; returns whether it still needs an
+    /// `fchmod` to get exactly that mode.
+    fn create_staged(&self, path: &Path, mode: u32) -> Result<(File, bool)> {
+        let exact = created_with_mode(mode);
+        let file = OpenOptions::new()
             .write(true)
             .create_new(true)
-            .mode(0o600)
+            .mode(if exact { mode } else { 0o600 })
             .open(path)
-            .map_err(Error::io("creating", path))
+            .map_err(Error::io("creating", path))?;
+        Ok((file, !exact))
     }
 
     /// Stores a file object (idempotent) and returns its id. `content` must be
@@ -150,6 +216,16 @@ impl<'r> Transaction<'r> {
         if !self.claim(id, ObjectKind::File) {
             return Ok(());
         }
+        self.write_claimed_file(id, header, content)
+    }
+
+    /// Stores a file object this transaction has claimed.
+    pub(super) fn write_claimed_file(
+        &self,
+        id: ObjectId,
+        header: &FileHeader,
+        content: &[u8],
+    ) -> Result<()> {
         let path = self.staged_path(&id, ObjectKind::File);
         let encoded = header.encode();
         if encoded.len() > MAX_HEADER_LEN {
@@ -171,7 +247,17 @@ impl<'r> Transaction<'r> {
                 ),
             });
         }
-        let mut file = self.create_staged(&path)?;
+        let perm = match self.repo.mode() {
+            RepoMode::BareUser if header.kind() == FileKind::Symlink => 0o644,
+            // Real owner, attributes and mode, so a hardlink checkout is
+            // exact.
+            RepoMode::BareUser if self.repo.privileged() => header.perm(),
+            // Without root the store keeps no setuid bits and stays
+            // readable by its owner.
+            RepoMode::BareUser => (header.perm() & 0o775) | 0o400,
+            RepoMode::Archive => 0o644,
+        };
+        let (mut file, needs_chmod) = self.create_staged(&path, perm)?;
         let mut write = || -> io::Result<()> {
             match self.repo.mode() {
                 RepoMode::BareUser => {
@@ -182,25 +268,22 @@ impl<'r> Transaction<'r> {
                         &encoded,
                         rustix::fs::XattrFlags::empty(),
                     )?;
-                    let perm = if header.kind() == FileKind::Symlink {
-                        0o644
-                    } else if self.repo.privileged() {
-                        // Real owner, attributes and mode, so a hardlink
-                        // checkout is exact. chown first: it clears setuid
-                        // bits and capabilities.
-                        rustix::fs::fchown(
-                            &file,
-                            Some(Uid::from_raw(header.uid)),
-                            Some(Gid::from_raw(header.gid)),
-                        )?;
+                    if header.kind() != FileKind::Symlink && self.repo.privileged() {
+                        // chown first: it clears setuid bits and
+                        // capabilities. A file created with its owner
+                        // already right needs none.
+                        if (header.uid, header.gid) != self.new_owner {
+                            rustix::fs::fchown(
+                                &file,
+                                Some(Uid::from_raw(header.uid)),
+                                Some(Gid::from_raw(header.gid)),
+                            )?;
+                        }
                         fsutil::fset_xattrs(&file, &header.xattrs)?;
-                        header.perm()
-                    } else {
-                        // Without root the store keeps no setuid bits and
-                        // stays readable by its owner.
-                        (header.perm() & 0o775) | 0o400
-                    };
-                    rustix::fs::fchmod(&file, Mode::from_raw_mode(perm))?;
+                    }
+                    if needs_chmod {
+                        rustix::fs::fchmod(&file, Mode::from_raw_mode(perm))?;
+                    }
                     rustix::fs::futimens(&file, &FIXED_MTIME)?;
                 }
                 RepoMode::Archive => {
@@ -212,7 +295,9 @@ impl<'r> Transaction<'r> {
                         out.extend_from_slice(&compressed);
                     }
                     file.write_all(&out)?;
-                    rustix::fs::fchmod(&file, Mode::from_raw_mode(0o644))?;
+                    if needs_chmod {
+                        rustix::fs::fchmod(&file, Mode::from_raw_mode(perm))?;
+                    }
                 }
             }
             Ok(())
@@ -239,11 +324,25 @@ impl<'r> Transaction<'r> {
         if !self.claim(id, kind) {
             return Ok(false);
         }
+        self.stage_claimed_bytes(id, kind, data)?;
+        Ok(true)
+    }
+
+    /// Stages the bytes of an object this transaction has claimed.
+    pub(super) fn stage_claimed_bytes(
+        &self,
+        id: ObjectId,
+        kind: ObjectKind,
+        data: &[u8],
+    ) -> Result<()> {
         let path = self.staged_path(&id, kind);
-        let mut file = self.create_staged(&path)?;
+        let (mut file, needs_chmod) = self.create_staged(&path, 0o644)?;
         file.write_all(data)
             .and_then(|()| {
-                rustix::fs::fchmod(&file, Mode::from_raw_mode(0o644)).map_err(Into::into)
+                if needs_chmod {
+                    rustix::fs::fchmod(&file, Mode::from_raw_mode(0o644))?;
+                }
+                Ok(())
             })
             .map_err(Error::io("writing", &path))?;
         self.staged
@@ -251,7 +350,7 @@ impl<'r> Transaction<'r> {
             .expect("staged list poisoned")
             .push((id, kind));
         failpoint::hit("stage-object");
-        Ok(true)
+        Ok(())
     }
 
     pub fn write_tree(&self, tree: &Tree) -> Result<ObjectId> {
@@ -266,6 +365,52 @@ impl<'r> Transaction<'r> {
         self.write_meta(ObjectKind::Commit, commit.encode())
     }
 
+    /// Reads a tree from the store, or from this transaction's staging when
+    /// the transaction wrote it (hash-checked either way), so builders can
+    /// revisit what they wrote before it is committed.
+    pub fn read_tree(&self, id: &ObjectId) -> Result<Tree> {
+        let data = self.read_meta(id, ObjectKind::Tree)?;
+        Tree::decode(&data).map_err(|err| Error::Decode {
+            kind: ObjectKind::Tree,
+            id: *id,
+            err,
+        })
+    }
+
+    /// Like [`Transaction::read_tree`], for directory metadata.
+    pub fn read_dirmeta(&self, id: &ObjectId) -> Result<DirMeta> {
+        let data = self.read_meta(id, ObjectKind::DirMeta)?;
+        DirMeta::decode(&data).map_err(|err| Error::Decode {
+            kind: ObjectKind::DirMeta,
+            id: *id,
+            err,
+        })
+    }
+
+    fn read_meta(&self, id: &ObjectId, kind: ObjectKind) -> Result<Vec<u8>> {
+        match self.repo.read_meta_bytes(id, kind) {
+            Err(Error::NotFound { .. }) => {}
+            other => return other,
+        }
+        let staged = self.staged_path(id, kind);
+        let data = match fs::read(&staged) {
+            Ok(d) => d,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                return Err(Error::NotFound { kind, id: *id })
+            }
+            Err(e) => return Err(Error::io("reading", &staged)(e)),
+        };
+        let actual = ObjectId::of(&data);
+        if actual != *id {
+            return Err(Error::Corrupt {
+                kind,
+                id: *id,
+                reason: format!("staged content hashes to {actual}"),
+            });
+        }
+        Ok(data)
+    }
+
     /// Number of objects this transaction has written so far.
     pub fn objects_written(&self) -> usize {
         self.staged.lock().expect("staged list poisoned").len()
@@ -273,7 +418,23 @@ impl<'r> Transaction<'r> {
 
     /// Makes every staged object durable and visible, then applies the ref
     /// updates.
-    pub fn commit(mut self, refs: &[RefUpdate]) -> Result<()> {
+    pub fn commit(self, refs: &[RefUpdate]) -> Result<()> {
+        self.commit_inner(refs, true)
+    }
+
+    /// Like [`Transaction::commit`] with no ref updates, but the renames
+    /// into `objects/` are not flushed: each object is complete on disk
+    /// before it becomes visible, yet a crash may forget some renames
+    /// (the objects are then simply missing). The next `commit` of any
+    /// transaction in the repository flushes them before its own renames,
+    /// so objects stored later that name these never outlive them. For a
+    /// series of transactions (a pull's file batches) that ends in a
+    /// `commit`.
+    pub fn commit_unflushed(self) -> Result<()> {
+        self.commit_inner(&[], false)
+    }
+
+    fn commit_inner(mut self, refs: &[RefUpdate], flush_renames: bool) -> Result<()> {
         let fsync = self.repo.fsync();
         let staging_dir = File::open(&self.staging).map_err(Error::io("opening", &self.staging))?;
         if fsync {
@@ -299,7 +460,7 @@ impl<'r> Transaction<'r> {
             }
             failpoint::hit("store-object");
         }
-        if fsync && !staged.is_empty() {
+        if fsync && flush_renames && !staged.is_empty() {
             rustix::fs::syncfs(&staging_dir)
                 .map_err(|e| Error::io("syncing", &self.staging)(e.into()))?;
         }
@@ -331,6 +492,23 @@ pub(crate) fn compress(content: &[u8]) -> io::Result<Vec<u8>> {
         }
         c.as_mut().expect("set above").compress(content)
     })
+}
+
+/// Whether the process whose id starts `name` (`PID-…`) still runs. When
+/// in doubt (an unparsable name, no permission to ask), it is alive.
+fn process_alive(name: &str) -> bool {
+    let pid = name
+        .split('-')
+        .next()
+        .and_then(|p| p.parse::<i32>().ok())
+        .and_then(rustix::process::Pid::from_raw);
+    match pid {
+        Some(pid) => !matches!(
+            rustix::process::test_kill_process(pid),
+            Err(rustix::io::Errno::SRCH)
+        ),
+        None => true,
+    }
 }
 
 /// Removes a directory tree that someone else may be removing too.
@@ -371,9 +549,11 @@ pub(crate) fn remove_stale_staging(tmp: &Path, all: bool) -> Result<usize> {
                 Err(e) => return Err(Error::io("opening", path.join(STAGING_LOCK))(e)),
             }
         } else {
-            // A directory still being set up is only stale under the
-            // exclusive lock (its creator holds the shared one).
-            all && name.starts_with("making-")
+            // A directory still being set up (`making-PID-…`) has no lock
+            // yet: it is stale under the exclusive lock, or once the
+            // process that made it is gone.
+            name.strip_prefix("making-")
+                .is_some_and(|rest| all || !process_alive(rest))
         };
         if stale {
             remove_tree(&path)?;

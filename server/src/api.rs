@@ -1,0 +1,381 @@
+//! The `/v1/` API: which objects are missing, upload, batched fetch,
+//! publish, revert, history, health and metrics. Specified in
+//! `docs/http-api.md`.
+
+use std::sync::Arc;
+
+use axum::body::{Body, Bytes};
+use axum::extract::{Query, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
+use tokio::io::AsyncWriteExt;
+use tokio_util::io::ReaderStream;
+use treectl_repo::publish::{self, EventKind, Publisher};
+use treectl_repo::refs::RefName;
+use treectl_repo::store::Transaction;
+use treectl_repo::wire::{
+    self, FetchRequest, HealthResponse, HistoryResponse, MissingRequest, MissingResponse,
+    PackReader, PublishRequest, PublishResponse, RevertRequest, UploadResponse,
+};
+use treectl_repo::Repo;
+
+use crate::auth::Scope;
+use crate::error::{publish_error, repo_error, ApiError};
+use crate::metrics::Metrics;
+use crate::AppState;
+
+/// Most objects one missing or fetch request may name.
+pub const MAX_OBJECTS_PER_REQUEST: usize = 100_000;
+
+/// Reads a request body of at most `limit` bytes; 413 beyond.
+async fn read_body(body: Body, headers: &HeaderMap, limit: usize) -> Result<Bytes, ApiError> {
+    let too_large = || {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("request body is larger than the limit of {limit} bytes"),
+        )
+    };
+    if let Some(len) = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+    {
+        if len > limit as u64 {
+            return Err(too_large());
+        }
+    }
+    axum::body::to_bytes(body, limit).await.map_err(|e| {
+        let inner = e.into_inner();
+        if inner
+            .downcast_ref::<http_body_util::LengthLimitError>()
+            .is_some()
+        {
+            too_large()
+        } else {
+            ApiError::bad_request(format!("reading the request body: {inner}"))
+        }
+    })
+}
+
+async fn read_json<T: DeserializeOwned>(
+    body: Body,
+    headers: &HeaderMap,
+    limit: usize,
+) -> Result<T, ApiError> {
+    let bytes = read_body(body, headers, limit).await?;
+    serde_json::from_slice(&bytes)
+        .map_err(|e| ApiError::bad_request(format!("invalid JSON request body: {e}")))
+}
+
+fn ref_name(name: &str) -> Result<RefName, ApiError> {
+    RefName::new(name).map_err(|e| ApiError::bad_request(e.to_string()))
+}
+
+/// Runs blocking repository work off the async threads.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
+) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| ApiError::internal("a repository task", &e))?
+}
+
+pub async fn health(State(state): State<Arc<AppState>>) -> Result<Json<HealthResponse>, ApiError> {
+    let repo = state.repo.clone();
+    let serial = blocking(move || {
+        publish::current_index(&repo)
+            .map(|i| i.serial)
+            .map_err(|e| ApiError::internal("reading the ref index", &e))
+    })
+    .await?;
+    Ok(Json(HealthResponse {
+        status: "ok".into(),
+        serial,
+    }))
+}
+
+pub async fn metrics(State(state): State<Arc<AppState>>) -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        state.metrics.render(),
+    )
+        .into_response()
+}
+
+pub async fn missing(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Json<MissingResponse>, ApiError> {
+    state.auth_read(&headers)?;
+    let req: MissingRequest = read_json(body, &headers, state.limits.max_json_bytes).await?;
+    if req.objects.len() > MAX_OBJECTS_PER_REQUEST {
+        return Err(ApiError::bad_request(format!(
+            "{} objects in one request; at most {MAX_OBJECTS_PER_REQUEST}",
+            req.objects.len()
+        )));
+    }
+    let repo = state.repo.clone();
+    let missing = blocking(move || {
+        Ok(req
+            .objects
+            .into_iter()
+            .filter(|o| !repo.has_object(&o.id, o.kind))
+            .collect())
+    })
+    .await?;
+    Ok(Json(MissingResponse { missing }))
+}
+
+/// Verifies every object of a pack and stores them in one transaction:
+/// nothing becomes visible unless all of them verify.
+fn store_pack(repo: &Repo, body: &[u8], max_object: u64) -> Result<UploadResponse, ApiError> {
+    let mut reader = PackReader::new(body, max_object);
+    let txn = Transaction::begin(repo).map_err(|e| repo_error("starting an upload", e))?;
+    let (mut received, mut stored) = (0, 0);
+    while let Some((kind, id, data)) = reader
+        .next_record()
+        .map_err(|e| ApiError::bad_request(format!("invalid upload: {e}")))?
+    {
+        received += 1;
+        match txn.write_wire_form(&id, kind, &data) {
+            Ok(true) => stored += 1,
+            Ok(false) => {}
+            Err(
+                e @ (treectl_repo::Error::Corrupt { .. } | treectl_repo::Error::Decode { .. }),
+            ) => {
+                return Err(ApiError::bad_request(format!(
+                    "uploaded {kind} {id} does not match its id: {e}; nothing from this upload was stored"
+                )))
+            }
+            Err(e) => return Err(repo_error("storing an uploaded object", e)),
+        }
+    }
+    txn.commit(&[])
+        .map_err(|e| repo_error("committing an upload", e))?;
+    Ok(UploadResponse { received, stored })
+}
+
+pub async fn upload(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Json<UploadResponse>, ApiError> {
+    let caller = state.auth(&headers, Scope::Publish)?;
+    // Bounded concurrent uploads: each holds at most one body in memory.
+    let _permit = state
+        .uploads
+        .acquire()
+        .await
+        .map_err(|e| ApiError::internal("waiting for an upload slot", &e))?;
+    let result = async {
+        let bytes = read_body(body, &headers, state.limits.max_upload_bytes).await?;
+        let len = bytes.len() as u64;
+        let repo = state.repo.clone();
+        let max_object = state.limits.max_object_bytes;
+        let out = blocking(move || store_pack(&repo, &bytes, max_object)).await?;
+        Ok::<_, ApiError>((out, len))
+    }
+    .await;
+    match result {
+        Ok((out, len)) => {
+            Metrics::add(&state.metrics.objects_received, out.received as u64);
+            Metrics::add(&state.metrics.objects_stored, out.stored as u64);
+            Metrics::add(&state.metrics.upload_bytes, len);
+            tracing::info!(
+                who = %caller.name,
+                received = out.received,
+                stored = out.stored,
+                bytes = len,
+                "upload stored"
+            );
+            Ok(Json(out))
+        }
+        Err(e) => {
+            Metrics::add(&state.metrics.uploads_rejected, 1);
+            tracing::warn!(who = %caller.name, error = %e.message, "upload refused");
+            Err(e)
+        }
+    }
+}
+
+/// Streams the requested objects as one pack (see `docs/http-api.md`).
+pub async fn fetch(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    state.auth_read(&headers)?;
+    let req: FetchRequest = read_json(body, &headers, state.limits.max_json_bytes).await?;
+    if req.objects.len() > MAX_OBJECTS_PER_REQUEST {
+        return Err(ApiError::bad_request(format!(
+            "{} objects in one request; at most {MAX_OBJECTS_PER_REQUEST}",
+            req.objects.len()
+        )));
+    }
+    if let Some(o) = req
+        .objects
+        .iter()
+        .find(|o| !state.repo.has_object(&o.id, o.kind))
+    {
+        return Err(ApiError::not_found(format!(
+            "{} object {} is not in the repository",
+            o.kind, o.id
+        )));
+    }
+    // One blocking task reads the objects and writes the pack in large
+    // pieces (no task switch per object, few body frames).
+    const PIECE: usize = 256 * 1024;
+    let (reader, mut writer) = tokio::io::duplex(2 * PIECE);
+    let repo = state.repo.clone();
+    let metrics = state.clone();
+    let rt = tokio::runtime::Handle::current();
+    tokio::task::spawn_blocking(move || {
+        let mut buf = Vec::with_capacity(2 * PIECE);
+        wire::write_pack_start(&mut buf).expect("writing to a Vec");
+        // Ending without the end marker tells the client the pack is
+        // incomplete; an error sending means the client went away.
+        // Objects in `buf`, counted as fetched once sent.
+        let mut unsent = 0;
+        let mut send = |buf: &mut Vec<u8>, unsent: &mut u64| -> bool {
+            let ok = rt.block_on(writer.write_all(buf)).is_ok();
+            if ok {
+                Metrics::add(&metrics.metrics.objects_fetched, *unsent);
+            }
+            *unsent = 0;
+            buf.clear();
+            ok
+        };
+        for o in req.objects {
+            let data = match repo.read_wire_form(&o.id, o.kind) {
+                Ok(d) => d,
+                Err(e) => {
+                    tracing::warn!(object = %o.id, error = %e, "batched fetch cut short");
+                    send(&mut buf, &mut unsent);
+                    return;
+                }
+            };
+            buf.extend_from_slice(&wire::pack_record_head(o.kind, &o.id, data.len() as u64));
+            buf.extend_from_slice(&data);
+            unsent += 1;
+            if buf.len() >= PIECE && !send(&mut buf, &mut unsent) {
+                return;
+            }
+        }
+        buf.push(wire::PACK_END);
+        if send(&mut buf, &mut unsent) {
+            let _ = rt.block_on(writer.shutdown());
+        }
+    });
+    Ok((
+        [(header::CONTENT_TYPE, wire::PACK_CONTENT_TYPE)],
+        Body::from_stream(ReaderStream::with_capacity(reader, PIECE)),
+    )
+        .into_response())
+}
+
+pub async fn publish_ref(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Json<PublishResponse>, ApiError> {
+    let caller = state.auth(&headers, Scope::Publish)?;
+    let req: PublishRequest = read_json(body, &headers, state.limits.max_json_bytes).await?;
+    let name = ref_name(&req.ref_name)?;
+    // Writes are serialised per repository; reads go on meanwhile.
+    let _guard = state.write_lock.lock().await;
+    let st = state.clone();
+    let who = caller.name.clone();
+    let outcome = blocking(move || {
+        Publisher {
+            repo: &st.repo,
+            key: st.key.as_deref(),
+            validity_secs: st.validity_secs,
+        }
+        .publish(&name, &req.commit, &who)
+        .map_err(|e| publish_error("publishing", e))
+    })
+    .await?;
+    Metrics::add(&state.metrics.publishes, 1);
+    state
+        .metrics
+        .index_serial
+        .store(outcome.index_serial, std::sync::atomic::Ordering::Relaxed);
+    tracing::info!(who = %caller.name, r#ref = %outcome.entry.ref_name, commit = %outcome.entry.commit, serial = outcome.index_serial, "published");
+    Ok(Json(PublishResponse::from(&outcome.entry)))
+}
+
+pub async fn revert_ref(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Json<PublishResponse>, ApiError> {
+    let caller = state.auth(&headers, Scope::Publish)?;
+    let req: RevertRequest = read_json(body, &headers, state.limits.max_json_bytes).await?;
+    let name = ref_name(&req.ref_name)?;
+    if req.reason.trim().is_empty() {
+        return Err(ApiError::bad_request(
+            "a revert needs a reason (--reason TEXT)",
+        ));
+    }
+    let _guard = state.write_lock.lock().await;
+    let st = state.clone();
+    let who = caller.name.clone();
+    let outcome = blocking(move || {
+        Publisher {
+            repo: &st.repo,
+            key: st.key.as_deref(),
+            validity_secs: st.validity_secs,
+        }
+        .revert(&name, req.to.as_deref(), &req.reason, &who)
+        .map_err(|e| publish_error("reverting", e))
+    })
+    .await?;
+    debug_assert_eq!(outcome.entry.kind, EventKind::Revert);
+    Metrics::add(&state.metrics.reverts, 1);
+    state
+        .metrics
+        .index_serial
+        .store(outcome.index_serial, std::sync::atomic::Ordering::Relaxed);
+    tracing::info!(who = %caller.name, r#ref = %outcome.entry.ref_name, commit = %outcome.entry.commit, serial = outcome.index_serial, "reverted");
+    Ok(Json(PublishResponse::from(&outcome.entry)))
+}
+
+#[derive(Deserialize)]
+pub struct HistoryQuery {
+    #[serde(rename = "ref")]
+    ref_name: String,
+}
+
+pub async fn history(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    query: Result<Query<HistoryQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<HistoryResponse>, ApiError> {
+    state.auth_read(&headers)?;
+    let Query(q) = query.map_err(|_| ApiError::bad_request("history needs ?ref=REF"))?;
+    let name = ref_name(&q.ref_name)?;
+    let repo = state.repo.clone();
+    let entries = blocking(move || {
+        publish::read_history(&repo)
+            .map(|h| {
+                h.into_iter()
+                    .filter(|e| e.ref_name == name.as_str())
+                    .collect()
+            })
+            .map_err(|e| publish_error("reading the history", e))
+    })
+    .await?;
+    Ok(Json(HistoryResponse {
+        ref_name: q.ref_name,
+        entries,
+    }))
+}
+
+/// Unknown `/v1/` paths.
+pub async fn unknown_api() -> ApiError {
+    ApiError::not_found("no such API endpoint; see docs/http-api.md")
+}

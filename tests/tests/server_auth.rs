@@ -1,0 +1,377 @@
+//! Acceptance 3 of the server issue: without a token, with a wrong token or
+//! with a read-only token every write endpoint refuses (401/403) and
+//! nothing changes; `..` in ref names and object paths, paths outside the
+//! repository, symlinks, a mismatched object upload and an oversized body
+//! are refused with a clear JSON error.
+
+use std::collections::BTreeMap;
+use std::ffi::OsStr;
+use std::path::Path;
+
+use treectl_e2e::server::{
+    http, synthetic_tree, treectl, write_tokens, HttpResponse, Server, PUBLISH_TOKEN, READ_TOKEN,
+};
+use treectl_repo::object::FileHeader;
+use treectl_repo::object::ObjectKind;
+use treectl_repo::store::encode_file_wire_form;
+use treectl_repo::wire;
+use treectl_repo::ObjectId;
+
+/// Every file under the repository with its content (refs, index,
+/// history, objects), for "nothing changed" checks. `tmp/` is skipped:
+/// transactions create and remove staging directories there.
+fn snapshot(repo: &Path) -> BTreeMap<String, Vec<u8>> {
+    fn walk(base: &Path, dir: &Path, out: &mut BTreeMap<String, Vec<u8>>) {
+        for e in std::fs::read_dir(dir).expect("read dir") {
+            let e = e.expect("entry");
+            let p = e.path();
+            let rel = p
+                .strip_prefix(base)
+                .expect("under base")
+                .to_string_lossy()
+                .into_owned();
+            if rel == "tmp" || rel == "lock" || rel == "state/publish.lock" {
+                continue;
+            }
+            let ft = e.file_type().expect("file type");
+            if ft.is_dir() {
+                walk(base, &p, out);
+            } else if ft.is_symlink() {
+                out.insert(
+                    rel,
+                    std::fs::read_link(&p)
+                        .expect("link")
+                        .into_os_string()
+                        .into_encoded_bytes(),
+                );
+            } else {
+                out.insert(rel, std::fs::read(&p).expect("read"));
+            }
+        }
+    }
+    let mut out = BTreeMap::new();
+    walk(repo, repo, &mut out);
+    out
+}
+
+fn pack(records: &[(ObjectKind, ObjectId, Vec<u8>)]) -> Vec<u8> {
+    let mut out = Vec::new();
+    wire::write_pack_start(&mut out).expect("vec");
+    for (kind, id, data) in records {
+        wire::write_pack_record(&mut out, *kind, id, data).expect("vec");
+    }
+    wire::write_pack_end(&mut out).expect("vec");
+    out
+}
+
+fn bearer(token: &str) -> String {
+    format!("Bearer {token}")
+}
+
+fn assert_json_error(resp: &HttpResponse, status: u16, needle: &str) {
+    assert_eq!(resp.status, status, "{}", resp.text());
+    let msg = resp.json_error();
+    assert!(
+        msg.to_lowercase().contains(&needle.to_lowercase()),
+        "error {msg:?} should mention {needle:?}"
+    );
+}
+
+struct Setup {
+    _tmp: tempfile::TempDir,
+    srv: std::path::PathBuf,
+    server: Server,
+    commit: ObjectId,
+}
+
+/// A server with one published commit (v1) and a second commit (v2)
+/// uploaded but unpublished.
+fn setup(extra_args: &[&str], reads: &str) -> Setup {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let t = tmp.path();
+    synthetic_tree(&t.join("v1"), 1);
+    let (src, srv) = (t.join("src"), t.join("srv"));
+    let os = OsStr::new;
+    for (repo, mode) in [(&src, "bare-user"), (&srv, "archive")] {
+        let (ok, _, err) = treectl(
+            &[
+                os("--repo"),
+                repo.as_os_str(),
+                os("init"),
+                os("--mode"),
+                os(mode),
+            ],
+            &[],
+        );
+        assert!(ok, "{err}");
+    }
+    let (ok, out, err) = treectl(
+        &[
+            os("--repo"),
+            src.as_os_str(),
+            os("commit"),
+            os("--ref"),
+            os("os/stable"),
+            os("--tree"),
+            t.join("v1").as_os_str(),
+        ],
+        &[],
+    );
+    assert!(ok, "{err}");
+    let commit: ObjectId = out.trim().parse().expect("id");
+    let tokens = write_tokens(t, reads);
+    let mut args = vec!["--tokens", tokens.to_str().expect("utf-8")];
+    args.extend_from_slice(extra_args);
+    let server = Server::start(&srv, &args, &[]);
+    let (ok, _, err) = treectl(
+        &[
+            os("--repo"),
+            src.as_os_str(),
+            os("push"),
+            os(&server.url()),
+            os("os/stable"),
+        ],
+        &[("TREECTL_TOKEN", PUBLISH_TOKEN)],
+    );
+    assert!(ok, "{err}");
+    Setup {
+        _tmp: tmp,
+        srv,
+        server,
+        commit,
+    }
+}
+
+#[test]
+fn writes_without_the_publish_scope_are_refused_and_change_nothing() {
+    let s = setup(&[], "anonymous");
+    let before = snapshot(&s.srv);
+    let header = FileHeader::regular(0o644, 0, 0, Vec::new(), 4);
+    let new_id = header.id_with_content(b"new\n");
+    let upload = pack(&[(
+        ObjectKind::File,
+        new_id,
+        encode_file_wire_form(&header, b"new\n").expect("encode"),
+    )]);
+    let publish = serde_json::to_vec(&serde_json::json!({"ref": "os/other", "commit": s.commit}))
+        .expect("json");
+    let revert =
+        serde_json::to_vec(&serde_json::json!({"ref": "os/stable", "reason": "no"})).expect("json");
+    let endpoints: [(&str, &[u8]); 3] = [
+        ("/v1/objects", &upload),
+        ("/v1/publish", &publish),
+        ("/v1/revert", &revert),
+    ];
+    let wrong = bearer("not-a-token");
+    let read_only = bearer(READ_TOKEN);
+    for (path, body) in endpoints {
+        for (auth, status) in [(None, 401), (Some(&wrong), 401), (Some(&read_only), 403)] {
+            let mut headers = vec![("Content-Type", "application/json")];
+            if let Some(a) = auth {
+                headers.push(("Authorization", a.as_str()));
+            }
+            let resp = http(&s.server.addr, "POST", path, &headers, body);
+            assert_eq!(resp.status, status, "{path} with {auth:?}: {}", resp.text());
+            assert!(!resp.json_error().is_empty());
+            if status == 401 {
+                assert_eq!(
+                    resp.header("www-authenticate"),
+                    Some("Bearer realm=\"treectl\"")
+                );
+            }
+        }
+    }
+    // The client commands say the same, in one line.
+    let os = OsStr::new;
+    let (ok, _, err) = treectl(
+        &[
+            os("revert"),
+            os(&s.server.url()),
+            os("os/stable"),
+            os("--reason"),
+            os("x"),
+        ],
+        &[("TREECTL_TOKEN", READ_TOKEN)],
+    );
+    assert!(!ok);
+    assert!(err.contains("403") && err.contains("read scope"), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert_eq!(
+        snapshot(&s.srv),
+        before,
+        "a refused write changed the repository"
+    );
+    // The publish token does work (the refusals above were not for another reason).
+    let resp = http(
+        &s.server.addr,
+        "POST",
+        "/v1/objects",
+        &[("Authorization", &bearer(PUBLISH_TOKEN))],
+        &upload,
+    );
+    assert_eq!(resp.status, 200, "{}", resp.text());
+    assert_ne!(snapshot(&s.srv), before);
+}
+
+#[test]
+fn hostile_paths_names_and_uploads_get_clear_json_errors() {
+    let s = setup(&["--max-upload-bytes", "4096"], "anonymous");
+    let addr = &s.server.addr;
+    let auth = bearer(PUBLISH_TOKEN);
+    // Reads: only the repository's own files.
+    assert_eq!(http(addr, "GET", "/config", &[], b"").status, 200);
+    std::fs::write(s.srv.join("state/secret"), "x").expect("write");
+    for path in [
+        "/objects/../config",
+        "/objects/00/../../config",
+        "/../config",
+        "/objects/%2e%2e/config",
+        "/state/history.jsonl",
+        "/state/secret",
+        "/tmp",
+        "/lock",
+        "/refs/heads/os/stable",
+        "/etc/passwd",
+        "/signatures/../summary.json",
+    ] {
+        let resp = http(addr, "GET", path, &[], b"");
+        assert_json_error(&resp, 404, "no such file");
+    }
+    // A symlink in objects/ that escapes the repository is not followed.
+    let fake = format!("{}.filez", "c".repeat(62));
+    std::os::unix::fs::symlink("/etc/passwd", s.srv.join("objects/ab").join(&fake))
+        .expect("symlink");
+    let resp = http(addr, "GET", &format!("/objects/ab/{fake}"), &[], b"");
+    assert_json_error(&resp, 404, "no such file");
+    std::fs::remove_file(s.srv.join("objects/ab").join(&fake)).expect("rm");
+    std::fs::remove_file(s.srv.join("state/secret")).expect("rm");
+
+    let before = snapshot(&s.srv);
+    let post = |path: &str, body: &[u8]| {
+        http(
+            addr,
+            "POST",
+            path,
+            &[
+                ("Authorization", &auth),
+                ("Content-Type", "application/json"),
+            ],
+            body,
+        )
+    };
+    // `..` in ref names.
+    for name in ["../x", "os/../../etc", "os/.."] {
+        let body = serde_json::to_vec(&serde_json::json!({"ref": name, "commit": s.commit}))
+            .expect("json");
+        assert_json_error(&post("/v1/publish", &body), 400, "invalid ref name");
+        let body =
+            serde_json::to_vec(&serde_json::json!({"ref": name, "reason": "x"})).expect("json");
+        assert_json_error(&post("/v1/revert", &body), 400, "invalid ref name");
+        let resp = http(addr, "GET", &format!("/v1/history?ref={name}"), &[], b"");
+        assert_json_error(&resp, 400, "invalid ref name");
+    }
+    // Object ids are hex: `..` cannot name an object.
+    let body = br#"{"objects":[{"id":"../../config","kind":"file"}]}"#;
+    assert_json_error(&post("/v1/objects/missing", body), 400, "invalid JSON");
+    // A mismatched upload: the bytes of one object under another's id. The
+    // valid object before it in the same pack is not stored either.
+    let header = FileHeader::regular(0o644, 0, 0, Vec::new(), 5);
+    let good = header.id_with_content(b"good\n");
+    let good_wire = encode_file_wire_form(&header, b"good\n").expect("encode");
+    let evil = ObjectId::of(b"something else");
+    let body = pack(&[
+        (ObjectKind::File, good, good_wire.clone()),
+        (ObjectKind::File, evil, good_wire.clone()),
+    ]);
+    let resp = http(
+        addr,
+        "POST",
+        "/v1/objects",
+        &[("Authorization", &auth)],
+        &body,
+    );
+    assert_json_error(&resp, 400, "does not match its id");
+    // A truncated pack and garbage.
+    let resp = http(
+        addr,
+        "POST",
+        "/v1/objects",
+        &[("Authorization", &auth)],
+        &body[..body.len() - 3],
+    );
+    assert_json_error(&resp, 400, "truncated");
+    let resp = http(
+        addr,
+        "POST",
+        "/v1/objects",
+        &[("Authorization", &auth)],
+        b"hello world",
+    );
+    assert_json_error(&resp, 400, "not a treectl pack");
+    // Oversized bodies: over --max-upload-bytes (4096), and JSON with a lie
+    // in Content-Length is refused before it is read.
+    let big = pack(&[(ObjectKind::File, good, vec![0u8; 8192])]);
+    let resp = http(
+        addr,
+        "POST",
+        "/v1/objects",
+        &[("Authorization", &auth)],
+        &big,
+    );
+    assert_json_error(&resp, 413, "larger than the limit");
+    let resp = http(
+        addr,
+        "POST",
+        "/v1/publish",
+        &[("Authorization", &auth), ("Content-Length", "99999999999")],
+        b"",
+    );
+    assert!(resp.status == 413 || resp.status == 400, "{}", resp.text());
+    // Publishing a commit whose objects are not all there is refused.
+    let body =
+        serde_json::to_vec(&serde_json::json!({"ref": "os/stable", "commit": evil})).expect("json");
+    assert_json_error(&post("/v1/publish", &body), 409, "incomplete");
+    // Unknown API paths and bad JSON.
+    assert_json_error(
+        &http(addr, "GET", "/v1/nope", &[], b""),
+        404,
+        "no such API endpoint",
+    );
+    assert_json_error(&post("/v1/publish", b"{not json"), 400, "invalid JSON");
+    assert_eq!(
+        snapshot(&s.srv),
+        before,
+        "a refused request changed the repository"
+    );
+    assert!(!s
+        .srv
+        .join(format!("objects/{}", &good.to_hex()[..2]))
+        .join(format!("{}.filez", &good.to_hex()[2..]))
+        .exists());
+}
+
+#[test]
+fn reads_can_require_a_token() {
+    let s = setup(&[], "token");
+    let addr = &s.server.addr;
+    assert_json_error(
+        &http(addr, "GET", "/summary.json", &[], b""),
+        401,
+        "bearer token",
+    );
+    assert_json_error(
+        &http(addr, "GET", "/v1/history?ref=os/stable", &[], b""),
+        401,
+        "bearer token",
+    );
+    let resp = http(
+        addr,
+        "GET",
+        "/summary.json",
+        &[("Authorization", &bearer(READ_TOKEN))],
+        b"",
+    );
+    assert_eq!(resp.status, 200, "{}", resp.text());
+    // Health stays open for load balancers.
+    assert_eq!(http(addr, "GET", "/v1/health", &[], b"").status, 200);
+}
