@@ -13,7 +13,7 @@ use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use tokio::io::AsyncWriteExt;
 use tokio_util::io::ReaderStream;
-use treectl_repo::publish::{self, EventKind, Publisher};
+use treectl_repo::publish::{self, EventKind, PublishOutcome};
 use treectl_repo::refs::RefName;
 use treectl_repo::store::Transaction;
 use treectl_repo::wire::{
@@ -290,22 +290,13 @@ pub async fn publish_ref(
     let st = state.clone();
     let who = caller.name.clone();
     let outcome = blocking(move || {
-        Publisher {
-            repo: &st.repo,
-            key: st.key.as_deref(),
-            validity_secs: st.validity_secs,
-        }
-        .publish(&name, &req.commit, &who)
-        .map_err(|e| publish_error("publishing", e))
+        st.publisher()
+            .publish(&name, &req.commit, &who)
+            .map_err(|e| publish_error("publishing", e))
     })
     .await?;
     Metrics::add(&state.metrics.publishes, 1);
-    state
-        .metrics
-        .index_serial
-        .store(outcome.index_serial, std::sync::atomic::Ordering::Relaxed);
-    tracing::info!(who = %caller.name, r#ref = %outcome.entry.ref_name, commit = %outcome.entry.commit, serial = outcome.index_serial, "published");
-    Ok(Json(PublishResponse::from(&outcome.entry)))
+    Ok(Json(released(&state, &caller.name, &outcome, "published")))
 }
 
 pub async fn revert_ref(
@@ -325,23 +316,24 @@ pub async fn revert_ref(
     let st = state.clone();
     let who = caller.name.clone();
     let outcome = blocking(move || {
-        Publisher {
-            repo: &st.repo,
-            key: st.key.as_deref(),
-            validity_secs: st.validity_secs,
-        }
-        .revert(&name, req.to.as_deref(), &req.reason, &who)
-        .map_err(|e| publish_error("reverting", e))
+        st.publisher()
+            .revert(&name, req.to.as_deref(), &req.reason, &who)
+            .map_err(|e| publish_error("reverting", e))
     })
     .await?;
     debug_assert_eq!(outcome.entry.kind, EventKind::Revert);
     Metrics::add(&state.metrics.reverts, 1);
+    Ok(Json(released(&state, &caller.name, &outcome, "reverted")))
+}
+
+/// Records a publish or revert in the metrics and the log; the response.
+fn released(state: &AppState, who: &str, outcome: &PublishOutcome, what: &str) -> PublishResponse {
     state
         .metrics
         .index_serial
         .store(outcome.index_serial, std::sync::atomic::Ordering::Relaxed);
-    tracing::info!(who = %caller.name, r#ref = %outcome.entry.ref_name, commit = %outcome.entry.commit, serial = outcome.index_serial, "reverted");
-    Ok(Json(PublishResponse::from(&outcome.entry)))
+    tracing::info!(who, r#ref = %outcome.entry.ref_name, commit = %outcome.entry.commit, serial = outcome.index_serial, "{what}");
+    PublishResponse::from(&outcome.entry)
 }
 
 #[derive(Deserialize)]

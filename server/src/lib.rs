@@ -106,6 +106,15 @@ pub struct AppState {
 }
 
 impl AppState {
+    /// The publisher for this repository and key.
+    pub fn publisher(&self) -> Publisher<'_> {
+        Publisher {
+            repo: &self.repo,
+            key: self.key.as_deref(),
+            validity_secs: self.validity_secs,
+        }
+    }
+
     pub fn new(
         repo: Repo,
         key: Option<SecretKey>,
@@ -229,15 +238,8 @@ async fn refresh_loop(state: Arc<AppState>) {
         tick.tick().await;
         let _guard = state.write_lock.lock().await;
         let st = state.clone();
-        let result = tokio::task::spawn_blocking(move || {
-            Publisher {
-                repo: &st.repo,
-                key: st.key.as_deref(),
-                validity_secs: st.validity_secs,
-            }
-            .refresh(st.validity_secs / 2)
-        })
-        .await;
+        let result =
+            tokio::task::spawn_blocking(move || st.publisher().refresh(st.validity_secs / 2)).await;
         match result {
             Ok(Ok(true)) => tracing::info!("re-signed the ref index before it expires"),
             Ok(Ok(false)) => {}
