@@ -407,11 +407,20 @@ pub fn commit_id(sysroot: &Sysroot, d: &Deployment) -> Result<ObjectId> {
     })
 }
 
+/// A commit's components and their versions: the list compose records
+/// (`compose.components`), plus any `component.<name>` = version entries.
 fn components_of(meta: &Commit) -> BTreeMap<String, String> {
-    meta.metadata
+    let mut out: BTreeMap<String, String> = meta
+        .metadata
         .iter()
         .filter_map(|(k, v)| Some((k.strip_prefix(COMPONENT_PREFIX)?.to_owned(), v.clone())))
-        .collect()
+        .collect();
+    // A composed commit whose list does not parse shows no components
+    // rather than failing status or upgrade.
+    if let Some(Ok(list)) = treectl_lockfiles::ops::commit_components(meta) {
+        out.extend(list.into_iter().map(|c| (c.name, c.version)));
+    }
+    out
 }
 
 /// Copies `/usr/lib/modules/<kver>/{vmlinuz,initramfs.img}` of the tree to
