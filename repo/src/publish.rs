@@ -17,7 +17,7 @@
 //! all before or all after the operation.
 
 use std::collections::HashSet;
-use std::fs::{self, File};
+use std::fs;
 use std::io;
 use std::path::PathBuf;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -30,7 +30,9 @@ use crate::hash::ObjectId;
 use crate::object::{Commit, EntryKind, ObjectKind};
 use crate::refs::{self, RefName};
 use crate::sign::{self, SecretKey, SignError};
-use crate::store::{write_atomic, RefUpdate, Repo, Transaction, STATE_DIR};
+use crate::store::{
+    lock_file, write_atomic, LockKind, RefUpdate, Repo, RepoLock, Transaction, STATE_DIR,
+};
 use crate::summary::{self, IndexError, RefEntry, RefIndex, SignedIndex};
 
 /// The history log, relative to the repository.
@@ -132,24 +134,15 @@ pub fn now() -> i64 {
 
 /// The exclusive publish lock, released on drop.
 struct PublishLock {
-    _file: File,
+    _lock: RepoLock,
 }
 
 impl PublishLock {
     fn acquire(repo: &Repo) -> Result<PublishLock, Error> {
         let state = repo.path().join(STATE_DIR);
         fs::create_dir_all(&state).map_err(Error::io("creating", &state))?;
-        let path = repo.path().join(PUBLISH_LOCK_FILE);
-        let file = File::options()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(&path)
-            .map_err(Error::io("opening", &path))?;
-        rustix::fs::flock(&file, rustix::fs::FlockOperation::LockExclusive)
-            .map_err(|e| Error::io("locking", &path)(e.into()))?;
-        Ok(PublishLock { _file: file })
+        let lock = lock_file(&repo.path().join(PUBLISH_LOCK_FILE), LockKind::Exclusive)?;
+        Ok(PublishLock { _lock: lock })
     }
 }
 

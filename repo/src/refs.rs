@@ -77,8 +77,12 @@ fn ref_path(repo: &Repo, name: &RefName) -> PathBuf {
 
 /// The commit a ref points at, or `None` if the ref does not exist.
 pub fn try_read_ref(repo: &Repo, name: &RefName) -> Result<Option<ObjectId>> {
-    let path = ref_path(repo, name);
-    match fs::read_to_string(&path) {
+    read_ref_file(&ref_path(repo, name))
+}
+
+/// The commit id in a ref file, or `None` if there is no such ref.
+fn read_ref_file(path: &Path) -> Result<Option<ObjectId>> {
+    match fs::read_to_string(path) {
         Ok(text) => ObjectId::from_hex(text.trim_end())
             .map(Some)
             .ok_or_else(|| Error::Corrupt {
@@ -88,7 +92,7 @@ pub fn try_read_ref(repo: &Repo, name: &RefName) -> Result<Option<ObjectId>> {
             }),
         // A directory of that name means a longer ref exists, not this one.
         Err(e) if e.kind() == io::ErrorKind::NotFound || path.is_dir() => Ok(None),
-        Err(e) => Err(Error::io("reading", &path)(e)),
+        Err(e) => Err(Error::io("reading", path)(e)),
     }
 }
 
@@ -168,18 +172,7 @@ pub fn try_read_remote_ref(repo: &Repo, remote: &str, name: &RefName) -> Result<
     if !valid_remote_component(remote) {
         return Ok(None);
     }
-    let path = remote_ref_path(repo, remote, name);
-    match fs::read_to_string(&path) {
-        Ok(text) => ObjectId::from_hex(text.trim_end())
-            .map(Some)
-            .ok_or_else(|| Error::Corrupt {
-                kind: ObjectKind::Commit,
-                id: ObjectId([0; 32]),
-                reason: format!("ref file {} does not hold a commit id", path.display()),
-            }),
-        Err(e) if e.kind() == io::ErrorKind::NotFound || path.is_dir() => Ok(None),
-        Err(e) => Err(Error::io("reading", &path)(e)),
-    }
+    read_ref_file(&remote_ref_path(repo, remote, name))
 }
 
 /// A remote name is one ref-name component (no `/`).

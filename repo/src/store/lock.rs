@@ -25,21 +25,26 @@ pub struct RepoLock {
 impl RepoLock {
     /// Blocks until the lock is available.
     pub fn acquire(repo_path: &Path, kind: LockKind) -> Result<RepoLock> {
-        let path = repo_path.join(super::LOCK_FILE);
-        let file = File::options()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(&path)
-            .map_err(Error::io("opening", &path))?;
-        let op = match kind {
-            LockKind::Shared => FlockOperation::LockShared,
-            LockKind::Exclusive => FlockOperation::LockExclusive,
-        };
-        rustix::fs::flock(&file, op).map_err(|e| Error::io("locking", &path)(e.into()))?;
-        Ok(RepoLock { _file: file })
+        lock_file(&repo_path.join(super::LOCK_FILE), kind)
     }
+}
+
+/// Opens (creating if needed) the lock file at `path` and blocks until it
+/// holds a `kind` flock on it; released when the result is dropped.
+pub(crate) fn lock_file(path: &Path, kind: LockKind) -> Result<RepoLock> {
+    let file = File::options()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(path)
+        .map_err(Error::io("opening", path))?;
+    let op = match kind {
+        LockKind::Shared => FlockOperation::LockShared,
+        LockKind::Exclusive => FlockOperation::LockExclusive,
+    };
+    rustix::fs::flock(&file, op).map_err(|e| Error::io("locking", path)(e.into()))?;
+    Ok(RepoLock { _file: file })
 }
 
 /// Tries to take an exclusive lock on `file` without waiting; true if taken.

@@ -5,6 +5,7 @@ mod lock;
 pub(crate) mod transaction;
 mod wire_form;
 
+pub(crate) use lock::lock_file;
 pub use lock::{LockKind, RepoLock};
 pub use transaction::{RefUpdate, Transaction};
 pub use wire_form::{encode_file_wire_form, verify_wire_form};
@@ -182,23 +183,7 @@ impl Repo {
     /// Reads a tree, dirmeta or commit object's bytes and checks their hash.
     pub fn read_meta_bytes(&self, id: &ObjectId, kind: ObjectKind) -> Result<Vec<u8>> {
         debug_assert!(kind != ObjectKind::File);
-        let path = self.object_path(id, kind);
-        let data = match fs::read(&path) {
-            Ok(d) => d,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                return Err(Error::NotFound { kind, id: *id })
-            }
-            Err(e) => return Err(Error::io("reading", &path)(e)),
-        };
-        let actual = ObjectId::of(&data);
-        if actual != *id {
-            return Err(Error::Corrupt {
-                kind,
-                id: *id,
-                reason: format!("content hashes to {actual}"),
-            });
-        }
-        Ok(data)
+        read_verified(&self.object_path(id, kind), id, kind)
     }
 
     pub fn read_tree(&self, id: &ObjectId) -> Result<Tree> {
@@ -298,6 +283,26 @@ impl Repo {
             }
         }
     }
+}
+
+/// Reads a whole metadata object at `path` and checks it hashes to `id`.
+pub(crate) fn read_verified(path: &Path, id: &ObjectId, kind: ObjectKind) -> Result<Vec<u8>> {
+    let data = match fs::read(path) {
+        Ok(d) => d,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            return Err(Error::NotFound { kind, id: *id })
+        }
+        Err(e) => return Err(Error::io("reading", path)(e)),
+    };
+    let actual = ObjectId::of(&data);
+    if actual != *id {
+        return Err(Error::Corrupt {
+            kind,
+            id: *id,
+            reason: format!("content hashes to {actual}"),
+        });
+    }
+    Ok(data)
 }
 
 /// Archive file objects: `u32 LE header length`, header, zstd frame of the

@@ -22,7 +22,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use rustix::fs::{Gid, Mode, Uid};
 
 use super::lock::{try_lock_exclusive, LockKind, RepoLock};
-use super::{extension, Repo, MAX_HEADER_LEN, TMP_DIR};
+use super::{extension, read_verified, Repo, MAX_HEADER_LEN, TMP_DIR};
 use crate::config::RepoMode;
 use crate::error::{Error, Result};
 use crate::failpoint;
@@ -389,26 +389,9 @@ impl<'r> Transaction<'r> {
 
     fn read_meta(&self, id: &ObjectId, kind: ObjectKind) -> Result<Vec<u8>> {
         match self.repo.read_meta_bytes(id, kind) {
-            Err(Error::NotFound { .. }) => {}
-            other => return other,
+            Err(Error::NotFound { .. }) => read_verified(&self.staged_path(id, kind), id, kind),
+            other => other,
         }
-        let staged = self.staged_path(id, kind);
-        let data = match fs::read(&staged) {
-            Ok(d) => d,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                return Err(Error::NotFound { kind, id: *id })
-            }
-            Err(e) => return Err(Error::io("reading", &staged)(e)),
-        };
-        let actual = ObjectId::of(&data);
-        if actual != *id {
-            return Err(Error::Corrupt {
-                kind,
-                id: *id,
-                reason: format!("staged content hashes to {actual}"),
-            });
-        }
-        Ok(data)
     }
 
     /// Number of objects this transaction has written so far.
