@@ -56,11 +56,12 @@ since() { echo "$(now) - $1" | bc; }
 median() { sort -n | awk '{a[NR]=$1} END {m=int((NR+1)/2); printf "%.3f\n", (NR%2) ? a[m] : (a[m]+a[m+1])/2}'; }
 
 # Untimed: a repository with every component of both versions, and the two
-# lockfiles (the corpus keeps /var's packaged contents: no removals).
+# lockfiles (the corpus keeps /var's packaged contents: no removals; the
+# plain merge: bench/configure.sh measures configuring).
 rm -rf "${mnt:?}"/*
 "$treectl" --repo "$mnt/template" init --mode bare-user >/dev/null
 for v in 1 2; do
-  printf 'version = 1\n[compose]\nremove = []\n' >"$mnt/v$v.lock"
+  printf 'version = 1\n[compose]\nremove = []\nconfigure = false\n' >"$mnt/v$v.lock"
 done
 "$treectl" --repo "$mnt/template" lock add --lockfile "$mnt/v1.lock" --deb "${debs1[@]}" >/dev/null
 "$treectl" --repo "$mnt/template" lock add --lockfile "$mnt/v2.lock" --deb "${debs2[@]}" >/dev/null

@@ -13,21 +13,9 @@ use std::thread::JoinHandle;
 
 use sha2::{Digest, Sha256};
 
-/// Why apt-repository tests cannot run here, if they cannot.
-pub fn missing_tools() -> Option<String> {
-    for tool in ["dpkg-scanpackages", "dpkg-deb", "gzip"] {
-        let ok = Command::new("sh")
-            .args(["-c", &format!("command -v {tool}")])
-            .output()
-            .is_ok_and(|o| o.status.success());
-        if !ok {
-            return Some(format!(
-                "{tool} is not installed (apt-get install dpkg-dev)"
-            ));
-        }
-    }
-    None
-}
+/// The tools [`AptRepo`] and [`build_deb`] run: a test that uses them
+/// first asks `require_tools(apt::TOOLS, why)`.
+pub const TOOLS: &[&str] = &["dpkg-scanpackages", "dpkg-deb", "gzip"];
 
 /// An apt repository being built in a directory.
 pub struct AptRepo {

@@ -1,5 +1,16 @@
-//! Helpers shared by the end-to-end tests: locating the `treectl` binary
-//! and comparing directory trees entry by entry.
+//! Helpers shared by the end-to-end tests (`tests/tests/`) and the CLI
+//! journeys (`client/cli/tests/`):
+//!
+//! - [`cli`]: where the `treectl` binary is, and [`Treectl`], the one way
+//!   to run it and check how it ended ([`treectl`], [`treectl_in`]);
+//! - [`skip`]: [`require`], [`require_corpus`] and friends, the only way a
+//!   test skips, which says why and is refused under CI;
+//! - [`http`]: the one raw HTTP/1.1 client;
+//! - [`server`]: `treectl serve` as a process, tokens, synthetic trees and
+//!   the set-up the server tests share; [`nginx`]: nginx as a static
+//!   mirror; [`apt`]: a real apt repository on loopback;
+//! - here: comparing directory trees entry by entry, the benchmark corpus,
+//!   a scratch filesystem.
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -7,37 +18,14 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 pub mod apt;
+pub mod cli;
+pub mod http;
 pub mod nginx;
 pub mod server;
+pub mod skip;
 
-/// The `treectl` binary of the current build profile, built (once per test
-/// process) by `cargo build -p treectl -p treectl-server` so it is never
-/// stale (`treectl serve` runs `treectl-server` from beside it).
-pub fn treectl_bin() -> PathBuf {
-    static BIN: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
-    BIN.get_or_init(|| {
-        let exe = std::env::current_exe().expect("test executable path");
-        // target/<profile>/deps/<test> -> target/<profile>/treectl
-        let profile_dir = exe
-            .parent()
-            .and_then(Path::parent)
-            .expect("test executable in target/<profile>/deps");
-        let release = profile_dir.file_name().is_some_and(|n| n == "release");
-        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-        let mut build = std::process::Command::new(cargo);
-        build.args(["build", "--quiet", "-p", "treectl", "-p", "treectl-server"]);
-        if release {
-            build.arg("--release");
-        }
-        let status = build.status().expect("run cargo build");
-        assert!(
-            status.success(),
-            "cargo build -p treectl -p treectl-server failed"
-        );
-        profile_dir.join("treectl")
-    })
-    .clone()
-}
+pub use cli::{treectl, treectl_bin, treectl_in, Outcome, Treectl};
+pub use skip::{require, require_corpus, require_root, require_that, require_tools};
 
 /// What is compared for each path: type, permission bits, owner, symlink
 /// target and content digest. Timestamps are not compared.
@@ -142,12 +130,18 @@ pub fn is_root() -> bool {
 }
 
 /// Where the benchmark corpus is (`TREECTL_CORPUS`, default
-/// `/var/tmp/treectl-corpus`), if it has been built.
+/// `/var/tmp/treectl-corpus`), if it has been built. A test that cannot
+/// run without it asks [`require_corpus`].
 pub fn corpus_dir() -> Option<PathBuf> {
-    let dir = std::env::var_os("TREECTL_CORPUS")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/var/tmp/treectl-corpus"));
+    let dir = corpus_path();
     dir.join("corpus-v1.done").exists().then_some(dir)
+}
+
+/// Where the benchmark corpus is or would be.
+pub(crate) fn corpus_path() -> PathBuf {
+    std::env::var_os("TREECTL_CORPUS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/var/tmp/treectl-corpus"))
 }
 
 /// A scratch directory for tests that write many files: a fresh journaled
@@ -210,18 +204,4 @@ fn benchfs_script() -> Option<PathBuf> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent()?.parent()?;
     let p = root.join("shared/corpus/benchfs.sh");
     p.exists().then_some(p)
-}
-
-/// Runs the binary and requires success; returns stdout.
-pub fn treectl_ok(args: &[&std::ffi::OsStr]) -> String {
-    let out = std::process::Command::new(treectl_bin())
-        .args(args)
-        .output()
-        .expect("run treectl");
-    assert!(
-        out.status.success(),
-        "treectl {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).expect("utf-8 output")
 }

@@ -1,6 +1,7 @@
 //! nginx from Debian's package as a static mirror of a repository
 //! directory, for tests: foreground, no master process, on a free loopback
-//! port, with its own config, logs and temp dirs; killed on drop.
+//! port, with its own config, logs and temp dirs; killed on drop. Tests
+//! that use it first `require("nginx", why)`.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -16,20 +17,13 @@ pub struct Nginx {
 }
 
 impl Nginx {
-    /// The nginx binary, when it is installed.
-    pub fn binary() -> Option<PathBuf> {
-        ["/usr/sbin/nginx", "/usr/bin/nginx"]
-            .iter()
-            .map(PathBuf::from)
-            .find(|p| p.exists())
-    }
-
     /// Starts nginx serving `root` the way the mirror guide configures it
     /// (objects immutable, no symlinks, no `tmp/`, `state/`, `lock`,
-    /// `refs/`), with its files in `dir`; `None` when nginx is not
-    /// installed.
-    pub fn start(dir: &Path, root: &Path) -> Option<Nginx> {
-        let bin = Nginx::binary()?;
+    /// `refs/`), with its files in `dir`. A test asks
+    /// `require("nginx", …)` first: this panics when nginx is missing.
+    pub fn start(dir: &Path, root: &Path) -> Nginx {
+        let bin = crate::skip::find_tool("nginx")
+            .expect("nginx is installed (a test calls require(\"nginx\", …) first)");
         std::fs::create_dir_all(dir).expect("mkdir nginx dir");
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
@@ -68,7 +62,7 @@ impl Nginx {
         };
         for _ in 0..100 {
             if std::net::TcpStream::connect(&nginx.addr).is_ok() {
-                return Some(nginx);
+                return nginx;
             }
             std::thread::sleep(Duration::from_millis(50));
         }

@@ -1,14 +1,13 @@
 //! Helpers for the server tests: a `treectl serve` process that is always
-//! stopped, a raw HTTP/1.1 client (raw so that paths like `/objects/../x`
-//! reach the server unnormalised), tokens files and small synthetic trees.
+//! stopped, tokens files, small synthetic trees, and [`ServerFixture`], the
+//! set-up most server tests share. Requests go through [`crate::http`].
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpStream;
+use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use crate::treectl_bin;
+use crate::cli::{ensure_server_beside_treectl, treectl, treectl_in, Treectl};
 
 /// The publish-scope token written by [`write_tokens`].
 pub const PUBLISH_TOKEN: &str = "publish-token-for-tests";
@@ -33,19 +32,21 @@ impl Server {
             .expect("repo has a parent")
             .join(format!("server-{}.log", std::process::id()));
         let log_file = std::fs::File::create(&log).expect("create server log");
-        let mut cmd = Command::new(treectl_bin());
-        cmd.arg("serve")
-            .arg("--repo")
+        ensure_server_beside_treectl();
+        let mut serve = treectl(["serve", "--repo"])
             .arg(repo)
             .args(["--listen", "127.0.0.1:0"])
-            .args(args)
+            .args(args);
+        for (k, v) in env {
+            serve = serve.env(k, v);
+        }
+        let mut child = serve
+            .command()
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
-            .stderr(log_file);
-        for (k, v) in env {
-            cmd.env(k, v);
-        }
-        let mut child = cmd.spawn().expect("start treectl serve");
+            .stderr(log_file)
+            .spawn()
+            .expect("start treectl serve");
         let stdout = child.stdout.take().expect("piped stdout");
         let mut line = String::new();
         let n = BufReader::new(stdout)
@@ -113,118 +114,6 @@ impl Drop for Server {
     }
 }
 
-/// A parsed HTTP response.
-#[derive(Debug)]
-pub struct HttpResponse {
-    pub status: u16,
-    pub headers: Vec<(String, String)>,
-    pub body: Vec<u8>,
-}
-
-impl HttpResponse {
-    pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
-    }
-
-    pub fn text(&self) -> String {
-        String::from_utf8_lossy(&self.body).into_owned()
-    }
-
-    /// The `error` field of a JSON error body (panics if it is not one).
-    pub fn json_error(&self) -> String {
-        let v: serde_json::Value = serde_json::from_slice(&self.body)
-            .unwrap_or_else(|e| panic!("not JSON ({e}): {:?}", self.text()));
-        v["error"]
-            .as_str()
-            .unwrap_or_else(|| panic!("no error field: {v}"))
-            .to_owned()
-    }
-}
-
-/// One HTTP/1.1 request over a fresh connection (`Connection: close`).
-pub fn http(
-    addr: &str,
-    method: &str,
-    path: &str,
-    headers: &[(&str, &str)],
-    body: &[u8],
-) -> HttpResponse {
-    let mut stream = TcpStream::connect(addr).expect("connect");
-    stream
-        .set_read_timeout(Some(Duration::from_secs(120)))
-        .expect("timeout");
-    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
-    for (k, v) in headers {
-        req.push_str(&format!("{k}: {v}\r\n"));
-    }
-    if !body.is_empty() || method == "POST" || method == "PUT" {
-        req.push_str(&format!("Content-Length: {}\r\n", body.len()));
-    }
-    req.push_str("\r\n");
-    stream.write_all(req.as_bytes()).expect("send request");
-    // The server may answer (413) before reading everything; ignore errors.
-    let _ = stream.write_all(body);
-    let mut raw = Vec::new();
-    let _ = stream.read_to_end(&mut raw);
-    parse_response(&raw, method == "HEAD")
-}
-
-fn parse_response(raw: &[u8], head: bool) -> HttpResponse {
-    let end = raw
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .unwrap_or_else(|| panic!("no complete response: {:?}", String::from_utf8_lossy(raw)));
-    let head_text = String::from_utf8_lossy(&raw[..end]).into_owned();
-    let mut lines = head_text.split("\r\n");
-    let status_line = lines.next().expect("status line");
-    let status: u16 = status_line
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| panic!("bad status line {status_line:?}"));
-    let headers: Vec<(String, String)> = lines
-        .filter_map(|l| l.split_once(':'))
-        .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
-        .collect();
-    let rest = &raw[end + 4..];
-    let chunked = headers.iter().any(|(k, v)| {
-        k.eq_ignore_ascii_case("transfer-encoding") && v.eq_ignore_ascii_case("chunked")
-    });
-    let body = if head {
-        Vec::new()
-    } else if chunked {
-        dechunk(rest)
-    } else {
-        rest.to_vec()
-    };
-    HttpResponse {
-        status,
-        headers,
-        body,
-    }
-}
-
-fn dechunk(mut data: &[u8]) -> Vec<u8> {
-    let mut out = Vec::new();
-    loop {
-        let Some(eol) = data.windows(2).position(|w| w == b"\r\n") else {
-            return out;
-        };
-        let size_text = String::from_utf8_lossy(&data[..eol]);
-        let size = usize::from_str_radix(size_text.split(';').next().unwrap_or("").trim(), 16)
-            .expect("chunk size");
-        data = &data[eol + 2..];
-        if size == 0 {
-            return out;
-        }
-        out.extend_from_slice(&data[..size]);
-        data = &data[size + 2..];
-    }
-}
-
 /// Writes a tokens file with a publish token ("release-bot") and a read
 /// token ("mirror"), and the two token files; returns the tokens file.
 pub fn write_tokens(dir: &Path, reads: &str) -> PathBuf {
@@ -278,17 +167,67 @@ pub fn synthetic_tree(dir: &Path, variant: u32) {
     }
 }
 
-/// Runs `treectl ARGS` and returns (success, stdout, stderr).
-pub fn treectl(args: &[&std::ffi::OsStr], env: &[(&str, &str)]) -> (bool, String, String) {
-    let mut cmd = Command::new(treectl_bin());
-    cmd.args(args).env_remove("TREECTL_TOKEN");
-    for (k, v) in env {
-        cmd.env(k, v);
+/// `treectl --repo REPO init --mode MODE`.
+pub fn init_repo(repo: &Path, mode: &str) {
+    treectl_in(repo, ["init", "--mode", mode]).ok();
+}
+
+/// What most server tests start from, in a fresh temporary directory:
+/// `src`, a bare-user repository to commit releases in; `srv`, the archive
+/// repository a server serves; and a tokens file from [`write_tokens`]
+/// (with `publish.token` and `read.token` beside it).
+pub struct ServerFixture {
+    pub tmp: tempfile::TempDir,
+    pub src: PathBuf,
+    pub srv: PathBuf,
+    pub tokens: PathBuf,
+}
+
+impl ServerFixture {
+    /// The two repositories and a tokens file whose `reads` setting is
+    /// `reads` (`anonymous` or `token`).
+    pub fn new(reads: &str) -> ServerFixture {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let (src, srv) = (tmp.path().join("src"), tmp.path().join("srv"));
+        init_repo(&src, "bare-user");
+        init_repo(&srv, "archive");
+        let tokens = write_tokens(tmp.path(), reads);
+        ServerFixture {
+            tmp,
+            src,
+            srv,
+            tokens,
+        }
     }
-    let out = cmd.output().expect("run treectl");
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+
+    /// The temporary directory everything is in.
+    pub fn dir(&self) -> &Path {
+        self.tmp.path()
+    }
+
+    /// Writes [`synthetic_tree`] `variant` to `DIR/v<variant>` and commits
+    /// it to `os/stable` in `src`; returns the commit id.
+    pub fn commit(&self, variant: u32) -> String {
+        let tree = self.dir().join(format!("v{variant}"));
+        synthetic_tree(&tree, variant);
+        let out = treectl_in(&self.src, ["commit", "--ref", "os/stable", "--tree"])
+            .arg(&tree)
+            .ok();
+        out.trim().to_owned()
+    }
+
+    /// `treectl serve` of `srv` with `--tokens` and `args`, with extra
+    /// environment variables.
+    pub fn serve(&self, args: &[&str], env: &[(&str, &str)]) -> Server {
+        let mut all = vec!["--tokens", self.tokens.to_str().expect("utf-8 path")];
+        all.extend_from_slice(args);
+        Server::start(&self.srv, &all, env)
+    }
+
+    /// `treectl --repo SRC push URL os/stable` with the publish token in
+    /// `TREECTL_TOKEN`, to be run.
+    pub fn push(&self, server: &Server) -> Treectl {
+        treectl_in(&self.src, ["push", &server.url(), "os/stable"])
+            .env("TREECTL_TOKEN", PUBLISH_TOKEN)
+    }
 }

@@ -13,14 +13,14 @@ use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use tokio::io::AsyncWriteExt;
 use tokio_util::io::ReaderStream;
-use treectl_repo::publish::{self, EventKind, PublishOutcome};
-use treectl_repo::refs::RefName;
-use treectl_repo::store::Transaction;
-use treectl_repo::wire::{
-    self, FetchRequest, HealthResponse, HistoryResponse, MissingRequest, MissingResponse,
-    PackReader, PublishRequest, PublishResponse, RevertRequest, UploadResponse,
+use treectl_release::publish::{self, EventKind, PublishOutcome};
+use treectl_store::refs::RefName;
+use treectl_store::store::Transaction;
+use treectl_store::Repo;
+use treectl_wire::{
+    FetchRequest, HealthResponse, HistoryResponse, MissingRequest, MissingResponse, PackReader,
+    PublishRequest, PublishResponse, RevertRequest, UploadResponse,
 };
-use treectl_repo::Repo;
 
 use crate::auth::Scope;
 use crate::error::{publish_error, repo_error, ApiError};
@@ -145,7 +145,7 @@ fn store_pack(repo: &Repo, body: &[u8], max_object: u64) -> Result<UploadRespons
             Ok(true) => stored += 1,
             Ok(false) => {}
             Err(
-                e @ (treectl_repo::Error::Corrupt { .. } | treectl_repo::Error::Decode { .. }),
+                e @ (treectl_store::Error::Corrupt { .. } | treectl_store::Error::Decode { .. }),
             ) => {
                 return Err(ApiError::bad_request(format!(
                     "uploaded {kind} {id} does not match its id: {e}; nothing from this upload was stored"
@@ -235,7 +235,7 @@ pub async fn fetch(
     let rt = tokio::runtime::Handle::current();
     tokio::task::spawn_blocking(move || {
         let mut buf = Vec::with_capacity(2 * PIECE);
-        wire::write_pack_start(&mut buf).expect("writing to a Vec");
+        treectl_wire::write_pack_start(&mut buf).expect("writing to a Vec");
         // Ending without the end marker tells the client the pack is
         // incomplete; an error sending means the client went away.
         // Objects in `buf`, counted as fetched once sent.
@@ -258,20 +258,24 @@ pub async fn fetch(
                     return;
                 }
             };
-            buf.extend_from_slice(&wire::pack_record_head(o.kind, &o.id, data.len() as u64));
+            buf.extend_from_slice(&treectl_wire::pack_record_head(
+                o.kind,
+                &o.id,
+                data.len() as u64,
+            ));
             buf.extend_from_slice(&data);
             unsent += 1;
             if buf.len() >= PIECE && !send(&mut buf, &mut unsent) {
                 return;
             }
         }
-        buf.push(wire::PACK_END);
+        buf.push(treectl_wire::PACK_END);
         if send(&mut buf, &mut unsent) {
             let _ = rt.block_on(writer.shutdown());
         }
     });
     Ok((
-        [(header::CONTENT_TYPE, wire::PACK_CONTENT_TYPE)],
+        [(header::CONTENT_TYPE, treectl_wire::PACK_CONTENT_TYPE)],
         Body::from_stream(ReaderStream::with_capacity(reader, PIECE)),
     )
         .into_response())

@@ -4,9 +4,9 @@
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use treectl_repo::publish::PublishError;
-use treectl_repo::wire::ErrorBody;
-use treectl_repo::Error as RepoError;
+use treectl_release::publish::PublishError;
+use treectl_store::Error as RepoError;
+use treectl_wire::ErrorBody;
 
 use crate::auth::AuthFailure;
 

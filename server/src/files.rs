@@ -15,9 +15,9 @@ use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 use tokio_util::io::ReaderStream;
-use treectl_repo::store::parse_object_name;
-use treectl_repo::summary::INDEX_FILE;
-use treectl_repo::{ObjectId, RepoMode};
+use treectl_release::summary::INDEX_FILE;
+use treectl_store::store::parse_object_name;
+use treectl_store::{ObjectId, RepoMode};
 
 use crate::error::ApiError;
 use crate::metrics::Metrics;

@@ -31,10 +31,10 @@ use axum::response::Response;
 use axum::routing::{get, post};
 use axum::Router;
 use tokio::sync::{Mutex, Semaphore};
-use treectl_repo::publish::{self, Publisher};
-use treectl_repo::sign::SecretKey;
-use treectl_repo::summary::DEFAULT_VALIDITY_SECS;
-use treectl_repo::Repo;
+use treectl_release::publish::{self, Publisher};
+use treectl_release::sign::SecretKey;
+use treectl_release::summary::DEFAULT_VALIDITY_SECS;
+use treectl_store::Repo;
 
 use crate::auth::{Caller, Scope, Tokens};
 use crate::error::ApiError;

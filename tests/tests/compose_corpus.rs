@@ -5,12 +5,10 @@
 //! equals corpus-v2. The same lockfile composes to the same commit id in
 //! fresh repositories of both modes.
 
-use std::ffi::OsStr;
 use std::path::Path;
-use std::process::Command;
 
-use treectl_e2e::apt::{missing_tools, AptRepo, HttpServer};
-use treectl_e2e::{compare_trees, corpus_dir, is_root, treectl_bin, treectl_ok, Scratch};
+use treectl_e2e::apt::{self, AptRepo, HttpServer};
+use treectl_e2e::{compare_trees, is_root, require_corpus, require_tools, treectl_in, Scratch};
 
 /// (name, version, arch) lines of a corpus list.
 fn list(corpus: &Path, name: &str) -> Vec<(String, String, String)> {
@@ -36,14 +34,8 @@ fn link_debs(corpus: &Path, apt: &AptRepo, pkgs: &[(String, String, String)]) {
     apt.index();
 }
 
-fn t(repo: &Path, args: &[&str]) -> String {
-    let mut all: Vec<&OsStr> = vec![OsStr::new("--repo"), repo.as_os_str()];
-    all.extend(args.iter().map(OsStr::new));
-    treectl_ok(&all)
-}
-
 fn check_equal(repo: &Path, rev: &str, dest: &Path, want: &Path) {
-    t(repo, &["checkout", rev, dest.to_str().unwrap()]);
+    treectl_in(repo, ["checkout", rev, dest.to_str().unwrap()]).ok();
     let diffs = compare_trees(want, dest, is_root());
     assert!(
         diffs.is_empty(),
@@ -56,12 +48,13 @@ fn check_equal(repo: &Path, rev: &str, dest: &Path, want: &Path) {
 
 #[test]
 fn corpus_lock_compose_update_matches_corpus() {
-    let Some(corpus) = corpus_dir() else {
-        eprintln!("skipped: the corpus is not built (shared/corpus/build.sh)");
+    let Some(corpus) = require_corpus("to lock and compose its packages") else {
         return;
     };
-    if let Some(why) = missing_tools() {
-        eprintln!("skipped: {why}");
+    if !require_tools(
+        apt::TOOLS,
+        "to serve the corpus packages as an apt repository",
+    ) {
         return;
     }
     let v1 = list(&corpus, "pkgs-v1.txt");
@@ -73,11 +66,16 @@ fn corpus_lock_compose_update_matches_corpus() {
     let server = HttpServer::serve(&apt.root);
 
     let repo = s.join("repo");
-    t(&repo, &["init"]);
+    treectl_in(&repo, ["init"]).ok();
     // The corpus keeps /var's packaged contents: compose without removals.
     let lock = s.join("os.lock");
     let lock_s = lock.to_str().unwrap();
-    std::fs::write(&lock, "version = 1\n[compose]\nremove = []\n").unwrap();
+    // The plain merge: the extracted corpus is the union of the packages.
+    std::fs::write(
+        &lock,
+        "version = 1\n[compose]\nremove = []\nconfigure = false\n",
+    )
+    .unwrap();
     let source = format!("{} stable main", server.url);
     let mut args = vec![
         "lock",
@@ -91,15 +89,16 @@ fn corpus_lock_compose_update_matches_corpus() {
     ];
     let names: Vec<&str> = v1.iter().map(|p| p.0.as_str()).collect();
     args.extend(names.iter().copied());
-    t(&repo, &args);
+    treectl_in(&repo, &args).ok();
     let text = std::fs::read_to_string(&lock).unwrap();
     assert_eq!(text.matches("[[component]]").count(), v1.len());
-    t(&repo, &["lock", "verify", "--lockfile", lock_s]);
+    treectl_in(&repo, ["lock", "verify", "--lockfile", lock_s]).ok();
 
-    let c1 = t(
+    let c1 = treectl_in(
         &repo,
-        &["compose", "--lockfile", lock_s, "--ref", "os/stable"],
+        ["compose", "--lockfile", lock_s, "--ref", "os/stable"],
     )
+    .ok()
     .trim()
     .to_owned();
     check_equal(
@@ -114,17 +113,20 @@ fn corpus_lock_compose_update_matches_corpus() {
     // compose merges nothing.
     let cache = repo.join("state").join("compose-cache");
     assert!(cache.join("entries.jsonl").is_file());
-    let first: serde_json::Value = serde_json::from_str(&t(
-        &repo,
-        &[
-            "compose",
-            "--lockfile",
-            lock_s,
-            "--ref",
-            "os/warm",
-            "--json",
-        ],
-    ))
+    let first: serde_json::Value = serde_json::from_str(
+        &treectl_in(
+            &repo,
+            [
+                "compose",
+                "--lockfile",
+                lock_s,
+                "--ref",
+                "os/warm",
+                "--json",
+            ],
+        )
+        .ok(),
+    )
     .unwrap();
     assert_eq!(first["commit"].as_str().unwrap(), c1);
     assert!(
@@ -132,17 +134,20 @@ fn corpus_lock_compose_update_matches_corpus() {
         "{first}"
     );
     std::fs::remove_dir_all(&cache).unwrap();
-    let cold: serde_json::Value = serde_json::from_str(&t(
-        &repo,
-        &[
-            "compose",
-            "--lockfile",
-            lock_s,
-            "--ref",
-            "os/cold",
-            "--json",
-        ],
-    ))
+    let cold: serde_json::Value = serde_json::from_str(
+        &treectl_in(
+            &repo,
+            [
+                "compose",
+                "--lockfile",
+                lock_s,
+                "--ref",
+                "os/cold",
+                "--json",
+            ],
+        )
+        .ok(),
+    )
     .unwrap();
     assert_eq!(cold["commit"].as_str().unwrap(), c1);
     assert_eq!(cold["stats"]["cached_subtrees"].as_u64(), Some(0));
@@ -160,8 +165,9 @@ fn corpus_lock_compose_update_matches_corpus() {
     // Acceptance 2: fresh repositories of both modes, same commit id.
     for mode in ["archive", "bare-user"] {
         let r = s.join(format!("fresh-{mode}"));
-        t(&r, &["init", "--mode", mode]);
-        let id = t(&r, &["compose", "--lockfile", lock_s, "--ref", "os/stable"])
+        treectl_in(&r, ["init", "--mode", mode]).ok();
+        let id = treectl_in(&r, ["compose", "--lockfile", lock_s, "--ref", "os/stable"])
+            .ok()
             .trim()
             .to_owned();
         assert_eq!(id, c1, "{mode}");
@@ -169,25 +175,8 @@ fn corpus_lock_compose_update_matches_corpus() {
 
     // The index gains the v2 versions.
     link_debs(&corpus, &apt, &v2);
-    let out = Command::new(treectl_bin())
-        .args([
-            "--repo",
-            repo.to_str().unwrap(),
-            "lock",
-            "update",
-            "--lockfile",
-            lock_s,
-            "--json",
-        ])
-        .output()
-        .unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let out = treectl_in(&repo, ["lock", "update", "--lockfile", lock_s, "--json"]).code(0);
+    let v: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
     let mut changed: Vec<String> = v["changes"]
         .as_array()
         .unwrap()
@@ -204,34 +193,26 @@ fn corpus_lock_compose_update_matches_corpus() {
     want.sort();
     assert_eq!(want.len(), 9);
     assert_eq!(changed, want);
-    let again = Command::new(treectl_bin())
-        .args([
-            "--repo",
-            repo.to_str().unwrap(),
-            "lock",
-            "update",
-            "--lockfile",
-            lock_s,
-        ])
-        .output()
-        .unwrap();
-    assert_eq!(again.status.code(), Some(77));
+    treectl_in(&repo, ["lock", "update", "--lockfile", lock_s]).code(77);
 
     // Recomposing after the bump with the v1 cache warm redoes only the
     // directories the bumped packages share with others (every input at
     // such a path is reopened: about 1,200 of 3,300 here), and gives what
     // an uncached compose gives.
-    let warm: serde_json::Value = serde_json::from_str(&t(
-        &repo,
-        &[
-            "compose",
-            "--lockfile",
-            lock_s,
-            "--ref",
-            "os/v2-warm",
-            "--json",
-        ],
-    ))
+    let warm: serde_json::Value = serde_json::from_str(
+        &treectl_in(
+            &repo,
+            [
+                "compose",
+                "--lockfile",
+                lock_s,
+                "--ref",
+                "os/v2-warm",
+                "--json",
+            ],
+        )
+        .ok(),
+    )
     .unwrap();
     let warm_merged = warm["stats"]["merged_dirs"].as_u64().unwrap();
     assert!(
@@ -239,17 +220,20 @@ fn corpus_lock_compose_update_matches_corpus() {
         "{warm_merged} vs {cold_merged} merged directories"
     );
     std::fs::remove_dir_all(&cache).unwrap();
-    let cold: serde_json::Value = serde_json::from_str(&t(
-        &repo,
-        &[
-            "compose",
-            "--lockfile",
-            lock_s,
-            "--ref",
-            "os/v2-cold",
-            "--json",
-        ],
-    ))
+    let cold: serde_json::Value = serde_json::from_str(
+        &treectl_in(
+            &repo,
+            [
+                "compose",
+                "--lockfile",
+                lock_s,
+                "--ref",
+                "os/v2-cold",
+                "--json",
+            ],
+        )
+        .ok(),
+    )
     .unwrap();
     assert_eq!(warm["commit"], cold["commit"]);
     for k in [
@@ -261,17 +245,18 @@ fn corpus_lock_compose_update_matches_corpus() {
         assert_eq!(warm["stats"][k], cold["stats"][k], "{k}");
     }
 
-    t(
+    treectl_in(
         &repo,
-        &["compose", "--lockfile", lock_s, "--ref", "os/stable"],
-    );
+        ["compose", "--lockfile", lock_s, "--ref", "os/stable"],
+    )
+    .ok();
     check_equal(
         &repo,
         "os/stable",
         &s.join("co-v2"),
         &corpus.join("corpus-v2"),
     );
-    let dc = t(&repo, &["diff", "--components", "os/stable^", "os/stable"]);
+    let dc = treectl_in(&repo, ["diff", "--components", "os/stable^", "os/stable"]).ok();
     assert_eq!(dc.lines().count(), 9, "{dc}");
     drop(server);
 }

@@ -4,34 +4,18 @@
 //! same order into one directory (the corpus's extraction before its /usr
 //! merge; it is rebuilt here, since the corpus keeps only the merged one).
 //!
-//! Skipped, with the reason printed, when the corpus is absent
-//! (`../shared/corpus/build.sh` makes it) or when not root.
+//! Skipped, with the reason printed (refused under CI), when the corpus is
+//! absent (`../shared/corpus/build.sh` makes it) or when not root.
 
 use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use treectl_e2e::{compare_trees, corpus_dir, is_root, treectl_bin, Scratch};
+use treectl_e2e::{compare_trees, require_corpus, require_root, require_that, treectl_in, Scratch};
 
-fn treectl(repo: &Path, args: &[String]) -> String {
-    let out = Command::new(treectl_bin())
-        .arg("--repo")
-        .arg(repo)
-        .args(args)
-        .output()
-        .expect("running treectl");
-    assert!(
-        out.status.success(),
-        "treectl {:?} failed: {}",
-        &args[..args.len().min(3)],
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).expect("utf-8")
-}
-
-fn corpus_debs() -> Result<Vec<PathBuf>, String> {
-    let corpus = corpus_dir().ok_or("corpus not built; build it with ../shared/corpus/build.sh")?;
+/// The packages of corpus v1, in list order.
+fn corpus_debs(corpus: &Path) -> Result<Vec<PathBuf>, String> {
     let list = corpus.join("lists/pkgs-v1.txt");
     let text = fs::read_to_string(&list).map_err(|e| {
         format!(
@@ -58,26 +42,29 @@ fn corpus_debs() -> Result<Vec<PathBuf>, String> {
 
 #[test]
 fn corpus_v1_imports_and_union_checkout_equals_dpkg_deb_x() {
-    let debs = match corpus_debs() {
+    let why = "to import every package of corpus v1";
+    let Some(corpus) = require_corpus(why) else {
+        return;
+    };
+    let debs = match corpus_debs(&corpus) {
         Ok(d) => d,
-        Err(why) => {
-            eprintln!("skipped: {why}");
+        Err(broken) => {
+            require_that(false, &format!("a complete corpus ({broken})"), why);
             return;
         }
     };
-    if !is_root() {
-        eprintln!("skipped: not root (dpkg-deb -x and checkout cannot restore owners)");
+    if !require_root("to compare owners: dpkg-deb -x and checkout restore them only as root") {
         return;
     }
     let tmp = Scratch::new("4G");
     let repo = tmp.path().join("repo");
-    treectl(&repo, &["init".into()]);
+    treectl_in(&repo, ["init"]).ok();
     let mut args = vec!["commit".to_string(), "--json".into()];
     for d in &debs {
         args.push("--deb".into());
         args.push(d.to_string_lossy().into_owned());
     }
-    let reports: serde_json::Value = serde_json::from_str(&treectl(&repo, &args)).unwrap();
+    let reports: serde_json::Value = serde_json::from_str(&treectl_in(&repo, &args).ok()).unwrap();
     let reports = reports.as_array().unwrap();
     assert_eq!(reports.len(), debs.len(), "every package imports");
     let by_path: BTreeMap<PathBuf, String> = reports
@@ -94,15 +81,10 @@ fn corpus_v1_imports_and_union_checkout_equals_dpkg_deb_x() {
     let extracted = tmp.path().join("extracted");
     for d in &debs {
         let commit = &by_path[d];
-        treectl(
-            &repo,
-            &[
-                "checkout".into(),
-                commit.clone(),
-                layered.to_string_lossy().into_owned(),
-                "--union".into(),
-            ],
-        );
+        treectl_in(&repo, ["checkout", commit])
+            .arg(&layered)
+            .arg("--union")
+            .ok();
         let st = Command::new("dpkg-deb")
             .arg("-x")
             .arg(d)

@@ -1,22 +1,16 @@
 //! Corpus v1 (a real Debian system, ~9,200 files) committed and checked out
 //! in both repository modes reproduces every file, mode, owner, symlink and
 //! directory. Skips, saying why, when the corpus has not been built
-//! (`shared/corpus/build.sh`; CI builds it).
+//! (`shared/corpus/build.sh`; CI builds it, and refuses the skip).
 
-use std::ffi::OsStr;
-
-use treectl_e2e::{compare_trees, corpus_dir, is_root, treectl_ok, Scratch};
+use treectl_e2e::{compare_trees, require_corpus, require_root, treectl_in, Scratch};
 
 #[test]
 fn corpus_v1_commit_and_checkout_reproduce_the_tree() {
-    let Some(corpus) = corpus_dir() else {
-        eprintln!("SKIP: corpus not built (run shared/corpus/build.sh)");
+    let Some(corpus) = require_corpus("to commit and check out a real system") else {
         return;
     };
-    if !is_root() {
-        eprintln!(
-            "SKIP: the corpus has files owned by several users; reproducing owners needs root"
-        );
+    if !require_root("to reproduce the owners of the corpus's files (it has several users)") {
         return;
     }
     let v1 = corpus.join("corpus-v1");
@@ -25,11 +19,7 @@ fn corpus_v1_commit_and_checkout_reproduce_the_tree() {
     let mut ids = Vec::new();
     for mode in ["bare-user", "archive"] {
         let repo = s.join(mode);
-        let r = |args: &[&str]| {
-            let mut all: Vec<&OsStr> = vec![OsStr::new("--repo"), repo.as_os_str()];
-            all.extend(args.iter().map(OsStr::new));
-            treectl_ok(&all)
-        };
+        let r = |args: &[&str]| treectl_in(&repo, args).ok();
         r(&["init", "--mode", mode]);
         let id = r(&[
             "commit",

@@ -3,73 +3,39 @@
 //! `treectl serve` (batched fetch) and from nginx serving the same
 //! directory (plain GETs) into fresh bare-user repositories. Each checkout
 //! equals corpus v1 and fsck is clean. Skips, saying why, without the
-//! corpus or nginx.
+//! corpus or nginx (refused under CI).
 
-use std::ffi::OsStr;
 use std::path::Path;
 
 use treectl_e2e::nginx::Nginx;
-use treectl_e2e::server::{treectl, Server};
-use treectl_e2e::{compare_trees, corpus_dir, is_root, Scratch};
-
-fn run(args: &[&OsStr]) -> String {
-    let (ok, out, err) = treectl(args, &[]);
-    assert!(ok, "treectl {args:?} failed: {err}");
-    out
-}
-
-fn os(s: &str) -> &OsStr {
-    OsStr::new(s)
-}
+use treectl_e2e::server::Server;
+use treectl_e2e::{compare_trees, is_root, require, require_corpus, treectl, treectl_in, Scratch};
 
 fn pull_and_check(work: &Path, name: &str, url: &str, key_pub: &Path, corpus_v1: &Path) {
     let client = work.join(format!("client-{name}"));
-    run(&[
-        os("--repo"),
-        client.as_os_str(),
-        os("init"),
-        os("--mode"),
-        os("bare-user"),
-    ]);
-    run(&[
-        os("--repo"),
-        client.as_os_str(),
-        os("remote"),
-        os("add"),
-        os("origin"),
-        os(url),
-        os("--trusted-key"),
-        key_pub.as_os_str(),
-    ]);
-    let out = run(&[
-        os("--repo"),
-        client.as_os_str(),
-        os("pull"),
-        os("origin:os/stable"),
-    ]);
+    treectl_in(&client, ["init", "--mode", "bare-user"]).ok();
+    treectl_in(&client, ["remote", "add", "origin", url, "--trusted-key"])
+        .arg(key_pub)
+        .ok();
+    let out = treectl_in(&client, ["pull", "origin:os/stable"]).ok();
     eprintln!("{name}: {out}");
     let co = work.join(format!("co-{name}"));
-    run(&[
-        os("--repo"),
-        client.as_os_str(),
-        os("checkout"),
-        os("origin:os/stable"),
-        co.as_os_str(),
-    ]);
+    treectl_in(&client, ["checkout", "origin:os/stable"])
+        .arg(&co)
+        .ok();
     let diffs = compare_trees(corpus_v1, &co, is_root());
     assert!(
         diffs.is_empty(),
         "{name}: checkout differs from corpus v1: {:?}",
         &diffs[..diffs.len().min(10)]
     );
-    let fsck = run(&[os("--repo"), client.as_os_str(), os("fsck")]);
+    let fsck = treectl_in(&client, ["fsck"]).ok();
     assert!(fsck.contains("no problems"), "{name}: {fsck}");
 }
 
 #[test]
 fn corpus_v1_pulled_from_treectl_serve_and_nginx() {
-    let Some(corpus) = corpus_dir() else {
-        eprintln!("SKIP: the corpus is not built (../shared/corpus/build.sh)");
+    let Some(corpus) = require_corpus("to publish and pull a real system") else {
         return;
     };
     let scratch = Scratch::new("6G");
@@ -77,40 +43,24 @@ fn corpus_v1_pulled_from_treectl_serve_and_nginx() {
     let v1 = corpus.join("corpus-v1");
     let srv = work.join("srv");
     let key = work.join("signing.key");
-    run(&[
-        os("--repo"),
-        srv.as_os_str(),
-        os("init"),
-        os("--mode"),
-        os("archive"),
-    ]);
-    run(&[os("keygen"), os("--out"), key.as_os_str()]);
-    let id = run(&[
-        os("--repo"),
-        srv.as_os_str(),
-        os("commit"),
-        os("--ref"),
-        os("os/stable"),
-        os("--tree"),
-        v1.as_os_str(),
-        os("--metadata"),
-        os("version=1"),
-    ]);
-    run(&[
-        os("publish"),
-        srv.as_os_str(),
-        os("os/stable"),
-        os(id.trim()),
-        os("--sign-key"),
-        key.as_os_str(),
-    ]);
+    treectl_in(&srv, ["init", "--mode", "archive"]).ok();
+    treectl(["keygen", "--out"]).arg(&key).ok();
+    let id = treectl_in(&srv, ["commit", "--ref", "os/stable", "--tree"])
+        .arg(&v1)
+        .args(["--metadata", "version=1"])
+        .ok();
+    treectl(["publish"])
+        .arg(&srv)
+        .args(["os/stable", id.trim(), "--sign-key"])
+        .arg(&key)
+        .ok();
     let key_pub = work.join("signing.key.pub");
     {
         let server = Server::start(&srv, &[], &[]);
         pull_and_check(work, "serve", &server.url(), &key_pub, &v1);
     }
-    match Nginx::start(&work.join("nginx"), &srv) {
-        Some(nginx) => pull_and_check(work, "nginx", &nginx.url(), &key_pub, &v1),
-        None => eprintln!("SKIP (nginx part): nginx is not installed"),
+    if require("nginx", "to serve the published corpus as a static mirror") {
+        let nginx = Nginx::start(&work.join("nginx"), &srv);
+        pull_and_check(work, "nginx", &nginx.url(), &key_pub, &v1);
     }
 }

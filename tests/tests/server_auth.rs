@@ -5,17 +5,15 @@
 //! are refused with a clear JSON error.
 
 use std::collections::BTreeMap;
-use std::ffi::OsStr;
 use std::path::Path;
 
-use treectl_e2e::server::{
-    http, synthetic_tree, treectl, write_tokens, HttpResponse, Server, PUBLISH_TOKEN, READ_TOKEN,
-};
-use treectl_repo::object::FileHeader;
-use treectl_repo::object::ObjectKind;
-use treectl_repo::store::encode_file_wire_form;
-use treectl_repo::wire;
-use treectl_repo::ObjectId;
+use treectl_e2e::http::{self, Response};
+use treectl_e2e::server::{Server, ServerFixture, PUBLISH_TOKEN, READ_TOKEN};
+use treectl_e2e::treectl;
+use treectl_store::object::FileHeader;
+use treectl_store::object::ObjectKind;
+use treectl_store::store::encode_file_wire_form;
+use treectl_store::ObjectId;
 
 /// Every file under the repository with its content (refs, index,
 /// history, objects), for "nothing changed" checks. `tmp/` is skipped:
@@ -56,11 +54,11 @@ fn snapshot(repo: &Path) -> BTreeMap<String, Vec<u8>> {
 
 fn pack(records: &[(ObjectKind, ObjectId, Vec<u8>)]) -> Vec<u8> {
     let mut out = Vec::new();
-    wire::write_pack_start(&mut out).expect("vec");
+    treectl_wire::write_pack_start(&mut out).expect("vec");
     for (kind, id, data) in records {
-        wire::write_pack_record(&mut out, *kind, id, data).expect("vec");
+        treectl_wire::write_pack_record(&mut out, *kind, id, data).expect("vec");
     }
-    wire::write_pack_end(&mut out).expect("vec");
+    treectl_wire::write_pack_end(&mut out).expect("vec");
     out
 }
 
@@ -68,7 +66,7 @@ fn bearer(token: &str) -> String {
     format!("Bearer {token}")
 }
 
-fn assert_json_error(resp: &HttpResponse, status: u16, needle: &str) {
+fn assert_json_error(resp: &Response, status: u16, needle: &str) {
     assert_eq!(resp.status, status, "{}", resp.text());
     let msg = resp.json_error();
     assert!(
@@ -78,8 +76,7 @@ fn assert_json_error(resp: &HttpResponse, status: u16, needle: &str) {
 }
 
 struct Setup {
-    _tmp: tempfile::TempDir,
-    srv: std::path::PathBuf,
+    fixture: ServerFixture,
     server: Server,
     commit: ObjectId,
 }
@@ -87,56 +84,12 @@ struct Setup {
 /// A server with one published commit (v1) and a second commit (v2)
 /// uploaded but unpublished.
 fn setup(extra_args: &[&str], reads: &str) -> Setup {
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let t = tmp.path();
-    synthetic_tree(&t.join("v1"), 1);
-    let (src, srv) = (t.join("src"), t.join("srv"));
-    let os = OsStr::new;
-    for (repo, mode) in [(&src, "bare-user"), (&srv, "archive")] {
-        let (ok, _, err) = treectl(
-            &[
-                os("--repo"),
-                repo.as_os_str(),
-                os("init"),
-                os("--mode"),
-                os(mode),
-            ],
-            &[],
-        );
-        assert!(ok, "{err}");
-    }
-    let (ok, out, err) = treectl(
-        &[
-            os("--repo"),
-            src.as_os_str(),
-            os("commit"),
-            os("--ref"),
-            os("os/stable"),
-            os("--tree"),
-            t.join("v1").as_os_str(),
-        ],
-        &[],
-    );
-    assert!(ok, "{err}");
-    let commit: ObjectId = out.trim().parse().expect("id");
-    let tokens = write_tokens(t, reads);
-    let mut args = vec!["--tokens", tokens.to_str().expect("utf-8")];
-    args.extend_from_slice(extra_args);
-    let server = Server::start(&srv, &args, &[]);
-    let (ok, _, err) = treectl(
-        &[
-            os("--repo"),
-            src.as_os_str(),
-            os("push"),
-            os(&server.url()),
-            os("os/stable"),
-        ],
-        &[("TREECTL_TOKEN", PUBLISH_TOKEN)],
-    );
-    assert!(ok, "{err}");
+    let fixture = ServerFixture::new(reads);
+    let commit: ObjectId = fixture.commit(1).parse().expect("id");
+    let server = fixture.serve(extra_args, &[]);
+    fixture.push(&server).ok();
     Setup {
-        _tmp: tmp,
-        srv,
+        fixture,
         server,
         commit,
     }
@@ -145,7 +98,7 @@ fn setup(extra_args: &[&str], reads: &str) -> Setup {
 #[test]
 fn writes_without_the_publish_scope_are_refused_and_change_nothing() {
     let s = setup(&[], "anonymous");
-    let before = snapshot(&s.srv);
+    let before = snapshot(&s.fixture.srv);
     let header = FileHeader::regular(0o644, 0, 0, Vec::new(), 4);
     let new_id = header.id_with_content(b"new\n");
     let upload = pack(&[(
@@ -170,7 +123,7 @@ fn writes_without_the_publish_scope_are_refused_and_change_nothing() {
             if let Some(a) = auth {
                 headers.push(("Authorization", a.as_str()));
             }
-            let resp = http(&s.server.addr, "POST", path, &headers, body);
+            let resp = http::request(&s.server.addr, "POST", path, &headers, body);
             assert_eq!(resp.status, status, "{path} with {auth:?}: {}", resp.text());
             assert!(!resp.json_error().is_empty());
             if status == 401 {
@@ -182,27 +135,20 @@ fn writes_without_the_publish_scope_are_refused_and_change_nothing() {
         }
     }
     // The client commands say the same, in one line.
-    let os = OsStr::new;
-    let (ok, _, err) = treectl(
-        &[
-            os("revert"),
-            os(&s.server.url()),
-            os("os/stable"),
-            os("--reason"),
-            os("x"),
-        ],
-        &[("TREECTL_TOKEN", READ_TOKEN)],
-    );
-    assert!(!ok);
+    let out = treectl(["revert", &s.server.url(), "os/stable", "--reason", "x"])
+        .env("TREECTL_TOKEN", READ_TOKEN)
+        .run();
+    let err = out.stderr;
+    assert!(!out.status.success());
     assert!(err.contains("403") && err.contains("read scope"), "{err}");
     assert_eq!(err.trim().lines().count(), 1, "{err}");
     assert_eq!(
-        snapshot(&s.srv),
+        snapshot(&s.fixture.srv),
         before,
         "a refused write changed the repository"
     );
     // The publish token does work (the refusals above were not for another reason).
-    let resp = http(
+    let resp = http::request(
         &s.server.addr,
         "POST",
         "/v1/objects",
@@ -210,7 +156,7 @@ fn writes_without_the_publish_scope_are_refused_and_change_nothing() {
         &upload,
     );
     assert_eq!(resp.status, 200, "{}", resp.text());
-    assert_ne!(snapshot(&s.srv), before);
+    assert_ne!(snapshot(&s.fixture.srv), before);
 }
 
 #[test]
@@ -219,8 +165,8 @@ fn hostile_paths_names_and_uploads_get_clear_json_errors() {
     let addr = &s.server.addr;
     let auth = bearer(PUBLISH_TOKEN);
     // Reads: only the repository's own files.
-    assert_eq!(http(addr, "GET", "/config", &[], b"").status, 200);
-    std::fs::write(s.srv.join("state/secret"), "x").expect("write");
+    assert_eq!(http::get(addr, "/config").status, 200);
+    std::fs::write(s.fixture.srv.join("state/secret"), "x").expect("write");
     for path in [
         "/objects/../config",
         "/objects/00/../../config",
@@ -234,21 +180,21 @@ fn hostile_paths_names_and_uploads_get_clear_json_errors() {
         "/etc/passwd",
         "/signatures/../summary.json",
     ] {
-        let resp = http(addr, "GET", path, &[], b"");
+        let resp = http::get(addr, path);
         assert_json_error(&resp, 404, "no such file");
     }
     // A symlink in objects/ that escapes the repository is not followed.
     let fake = format!("{}.filez", "c".repeat(62));
-    std::os::unix::fs::symlink("/etc/passwd", s.srv.join("objects/ab").join(&fake))
+    std::os::unix::fs::symlink("/etc/passwd", s.fixture.srv.join("objects/ab").join(&fake))
         .expect("symlink");
-    let resp = http(addr, "GET", &format!("/objects/ab/{fake}"), &[], b"");
+    let resp = http::get(addr, &format!("/objects/ab/{fake}"));
     assert_json_error(&resp, 404, "no such file");
-    std::fs::remove_file(s.srv.join("objects/ab").join(&fake)).expect("rm");
-    std::fs::remove_file(s.srv.join("state/secret")).expect("rm");
+    std::fs::remove_file(s.fixture.srv.join("objects/ab").join(&fake)).expect("rm");
+    std::fs::remove_file(s.fixture.srv.join("state/secret")).expect("rm");
 
-    let before = snapshot(&s.srv);
+    let before = snapshot(&s.fixture.srv);
     let post = |path: &str, body: &[u8]| {
-        http(
+        http::request(
             addr,
             "POST",
             path,
@@ -267,7 +213,7 @@ fn hostile_paths_names_and_uploads_get_clear_json_errors() {
         let body =
             serde_json::to_vec(&serde_json::json!({"ref": name, "reason": "x"})).expect("json");
         assert_json_error(&post("/v1/revert", &body), 400, "invalid ref name");
-        let resp = http(addr, "GET", &format!("/v1/history?ref={name}"), &[], b"");
+        let resp = http::get(addr, &format!("/v1/history?ref={name}"));
         assert_json_error(&resp, 400, "invalid ref name");
     }
     // Object ids are hex: `..` cannot name an object.
@@ -283,7 +229,7 @@ fn hostile_paths_names_and_uploads_get_clear_json_errors() {
         (ObjectKind::File, good, good_wire.clone()),
         (ObjectKind::File, evil, good_wire.clone()),
     ]);
-    let resp = http(
+    let resp = http::request(
         addr,
         "POST",
         "/v1/objects",
@@ -292,7 +238,7 @@ fn hostile_paths_names_and_uploads_get_clear_json_errors() {
     );
     assert_json_error(&resp, 400, "does not match its id");
     // A truncated pack and garbage.
-    let resp = http(
+    let resp = http::request(
         addr,
         "POST",
         "/v1/objects",
@@ -300,7 +246,7 @@ fn hostile_paths_names_and_uploads_get_clear_json_errors() {
         &body[..body.len() - 3],
     );
     assert_json_error(&resp, 400, "truncated");
-    let resp = http(
+    let resp = http::request(
         addr,
         "POST",
         "/v1/objects",
@@ -311,7 +257,7 @@ fn hostile_paths_names_and_uploads_get_clear_json_errors() {
     // Oversized bodies: over --max-upload-bytes (4096), and JSON with a lie
     // in Content-Length is refused before it is read.
     let big = pack(&[(ObjectKind::File, good, vec![0u8; 8192])]);
-    let resp = http(
+    let resp = http::request(
         addr,
         "POST",
         "/v1/objects",
@@ -319,7 +265,7 @@ fn hostile_paths_names_and_uploads_get_clear_json_errors() {
         &big,
     );
     assert_json_error(&resp, 413, "larger than the limit");
-    let resp = http(
+    let resp = http::request(
         addr,
         "POST",
         "/v1/publish",
@@ -332,18 +278,15 @@ fn hostile_paths_names_and_uploads_get_clear_json_errors() {
         serde_json::to_vec(&serde_json::json!({"ref": "os/stable", "commit": evil})).expect("json");
     assert_json_error(&post("/v1/publish", &body), 409, "incomplete");
     // Unknown API paths and bad JSON.
-    assert_json_error(
-        &http(addr, "GET", "/v1/nope", &[], b""),
-        404,
-        "no such API endpoint",
-    );
+    assert_json_error(&http::get(addr, "/v1/nope"), 404, "no such API endpoint");
     assert_json_error(&post("/v1/publish", b"{not json"), 400, "invalid JSON");
     assert_eq!(
-        snapshot(&s.srv),
+        snapshot(&s.fixture.srv),
         before,
         "a refused request changed the repository"
     );
     assert!(!s
+        .fixture
         .srv
         .join(format!("objects/{}", &good.to_hex()[..2]))
         .join(format!("{}.filez", &good.to_hex()[2..]))
@@ -354,17 +297,13 @@ fn hostile_paths_names_and_uploads_get_clear_json_errors() {
 fn reads_can_require_a_token() {
     let s = setup(&[], "token");
     let addr = &s.server.addr;
+    assert_json_error(&http::get(addr, "/summary.json"), 401, "bearer token");
     assert_json_error(
-        &http(addr, "GET", "/summary.json", &[], b""),
+        &http::get(addr, "/v1/history?ref=os/stable"),
         401,
         "bearer token",
     );
-    assert_json_error(
-        &http(addr, "GET", "/v1/history?ref=os/stable", &[], b""),
-        401,
-        "bearer token",
-    );
-    let resp = http(
+    let resp = http::request(
         addr,
         "GET",
         "/summary.json",
@@ -373,5 +312,5 @@ fn reads_can_require_a_token() {
     );
     assert_eq!(resp.status, 200, "{}", resp.text());
     // Health stays open for load balancers.
-    assert_eq!(http(addr, "GET", "/v1/health", &[], b"").status, 200);
+    assert_eq!(http::get(addr, "/v1/health").status, 200);
 }

@@ -4,14 +4,14 @@
 //! restarted server finishes or forgets the interrupted publish, so index,
 //! history and ref then agree.
 
-use std::ffi::OsStr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use treectl_e2e::server::{synthetic_tree, treectl, write_tokens, Server, PUBLISH_TOKEN};
-use treectl_repo::publish::read_history;
-use treectl_repo::refs::{try_read_ref, RefName};
-use treectl_repo::summary::read_index;
-use treectl_repo::Repo;
+use treectl_e2e::server::{Server, ServerFixture};
+use treectl_e2e::treectl_in;
+use treectl_release::publish::read_history;
+use treectl_release::summary::read_index;
+use treectl_store::refs::{try_read_ref, RefName};
+use treectl_store::Repo;
 
 struct State {
     index: Option<Vec<u8>>,
@@ -26,9 +26,8 @@ fn state(srv: &Path) -> State {
 }
 
 fn fsck_clean(srv: &Path) {
-    let os = OsStr::new;
-    let (ok, out, err) = treectl(&[os("--repo"), srv.as_os_str(), os("fsck")], &[]);
-    assert!(ok && out.contains("no problems"), "fsck: {out}{err}");
+    let out = treectl_in(srv, ["fsck"]).ok();
+    assert!(out.contains("no problems"), "fsck: {out}");
 }
 
 /// Index, history and ref agree with each other.
@@ -55,86 +54,19 @@ fn consistent(srv: &Path) -> u64 {
     }
 }
 
-struct Fixture {
-    _tmp: tempfile::TempDir,
-    src: PathBuf,
-    srv: PathBuf,
-    tokens: PathBuf,
+/// A server of `f.srv`, dying at `failpoint` if there is one.
+fn start_server(f: &ServerFixture, failpoint: Option<&str>) -> Server {
+    let env: Vec<(&str, &str)> = failpoint
+        .map(|f| ("TREECTL_FAILPOINT", f))
+        .into_iter()
+        .collect();
+    f.serve(&[], &env)
 }
 
-fn fixture() -> Fixture {
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let t = tmp.path().to_owned();
-    let os = OsStr::new;
-    let (src, srv) = (t.join("src"), t.join("srv"));
-    for (repo, mode) in [(&src, "bare-user"), (&srv, "archive")] {
-        let (ok, _, err) = treectl(
-            &[
-                os("--repo"),
-                repo.as_os_str(),
-                os("init"),
-                os("--mode"),
-                os(mode),
-            ],
-            &[],
-        );
-        assert!(ok, "{err}");
-    }
-    let tokens = write_tokens(&t, "anonymous");
-    Fixture {
-        _tmp: tmp,
-        src,
-        srv,
-        tokens,
-    }
-}
-
-impl Fixture {
-    fn commit(&self, v: u32) {
-        let os = OsStr::new;
-        let tree = self.src.parent().expect("parent").join(format!("v{v}"));
-        synthetic_tree(&tree, v);
-        let (ok, _, err) = treectl(
-            &[
-                os("--repo"),
-                self.src.as_os_str(),
-                os("commit"),
-                os("--ref"),
-                os("os/stable"),
-                os("--tree"),
-                tree.as_os_str(),
-            ],
-            &[],
-        );
-        assert!(ok, "{err}");
-    }
-
-    fn server(&self, failpoint: Option<&str>) -> Server {
-        let env: Vec<(&str, &str)> = failpoint
-            .map(|f| ("TREECTL_FAILPOINT", f))
-            .into_iter()
-            .collect();
-        Server::start(
-            &self.srv,
-            &["--tokens", self.tokens.to_str().expect("utf-8")],
-            &env,
-        )
-    }
-
-    fn push(&self, server: &Server) -> (bool, String) {
-        let os = OsStr::new;
-        let (ok, _, err) = treectl(
-            &[
-                os("--repo"),
-                self.src.as_os_str(),
-                os("push"),
-                os(&server.url()),
-                os("os/stable"),
-            ],
-            &[("TREECTL_TOKEN", PUBLISH_TOKEN)],
-        );
-        (ok, err)
-    }
+/// Pushes `os/stable`; returns (success, stderr).
+fn push(f: &ServerFixture, server: &Server) -> (bool, String) {
+    let out = f.push(server).run();
+    (out.status.success(), out.stderr)
 }
 
 #[test]
@@ -150,20 +82,20 @@ fn killed_during_push_or_publish_leaves_before_or_after() {
         "publish-after-history:1",
     ];
     for point in points {
-        let f = fixture();
+        let f = ServerFixture::new("anonymous");
         // v1 published normally: the "before" state.
         f.commit(1);
         {
-            let server = f.server(None);
-            let (ok, err) = f.push(&server);
+            let server = start_server(&f, None);
+            let (ok, err) = push(&f, &server);
             assert!(ok, "{err}");
         }
         let before = state(&f.srv);
         assert_eq!(consistent(&f.srv), 1);
         // v2 pushed to a server that dies at the failpoint.
         f.commit(2);
-        let mut server = f.server(Some(point));
-        let (ok, err) = f.push(&server);
+        let mut server = start_server(&f, Some(point));
+        let (ok, err) = push(&f, &server);
         let status = server.wait_exit(30);
         assert!(
             status.is_some(),
@@ -191,13 +123,13 @@ fn killed_during_push_or_publish_leaves_before_or_after() {
         }
         // A restarted server recovers: index, history and ref agree, and
         // the serial is the before or the after one.
-        let server = f.server(None);
+        let server = start_server(&f, None);
         let serial = consistent(&f.srv);
         let expected = if index_moved { 2 } else { 1 };
         assert_eq!(serial, expected, "{point}: after recovery");
         fsck_clean(&f.srv);
         // And the push can be repeated to completion.
-        let (ok, err) = f.push(&server);
+        let (ok, err) = push(&f, &server);
         assert!(ok, "{point}: retry: {err}");
         assert_eq!(consistent(&f.srv), expected + 1, "{point}: after the retry");
         fsck_clean(&f.srv);

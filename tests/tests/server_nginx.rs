@@ -2,13 +2,15 @@
 //! format. nginx (Debian's package) serving the same directory answers every
 //! GET the read side needs byte for byte like `treectl serve`: `config`,
 //! `summary.json`, every object and every commit signature file, plus a
-//! Range request. Skips, saying why, when nginx is not installed.
+//! Range request. Skips, saying why, when nginx is not installed (refused
+//! under CI).
 
-use std::ffi::OsStr;
 use std::path::Path;
 
+use treectl_e2e::http;
 use treectl_e2e::nginx::Nginx;
-use treectl_e2e::server::{http, synthetic_tree, treectl, write_tokens, Server, PUBLISH_TOKEN};
+use treectl_e2e::server::ServerFixture;
+use treectl_e2e::{require, treectl};
 
 /// Every path under `dir` (relative, with a leading `/`).
 fn files_under(base: &Path, dir: &Path, out: &mut Vec<String>) {
@@ -27,73 +29,23 @@ fn files_under(base: &Path, dir: &Path, out: &mut Vec<String>) {
 
 #[test]
 fn nginx_serves_the_same_bytes_as_treectl_serve() {
-    if Nginx::binary().is_none() {
-        eprintln!("SKIP: nginx is not installed (apt-get install nginx; .ci/run installs it)");
+    if !require("nginx", "to serve the repository as a static mirror") {
         return;
     }
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let t = tmp.path();
-    let os = OsStr::new;
-    let (src, srv, key) = (t.join("src"), t.join("srv"), t.join("key"));
-    for (repo, mode) in [(&src, "bare-user"), (&srv, "archive")] {
-        let (ok, _, err) = treectl(
-            &[
-                os("--repo"),
-                repo.as_os_str(),
-                os("init"),
-                os("--mode"),
-                os(mode),
-            ],
-            &[],
-        );
-        assert!(ok, "{err}");
-    }
-    let (ok, _, err) = treectl(&[os("keygen"), os("--out"), key.as_os_str()], &[]);
-    assert!(ok, "{err}");
-    let tokens = write_tokens(t, "anonymous");
-    let server = Server::start(
-        &srv,
-        &[
-            "--tokens",
-            tokens.to_str().expect("utf-8"),
-            "--sign-key",
-            key.to_str().expect("utf-8"),
-        ],
-        &[],
-    );
+    let f = ServerFixture::new("anonymous");
+    let (t, srv) = (f.dir(), &f.srv);
+    let key = t.join("key");
+    treectl(["keygen", "--out"]).arg(&key).ok();
+    let server = f.serve(&["--sign-key", key.to_str().expect("utf-8")], &[]);
     for v in [1, 2] {
-        let tree = t.join(format!("v{v}"));
-        synthetic_tree(&tree, v);
-        let (ok, _, err) = treectl(
-            &[
-                os("--repo"),
-                src.as_os_str(),
-                os("commit"),
-                os("--ref"),
-                os("os/stable"),
-                os("--tree"),
-                tree.as_os_str(),
-            ],
-            &[],
-        );
-        assert!(ok, "{err}");
-        let (ok, _, err) = treectl(
-            &[
-                os("--repo"),
-                src.as_os_str(),
-                os("push"),
-                os(&server.url()),
-                os("os/stable"),
-            ],
-            &[("TREECTL_TOKEN", PUBLISH_TOKEN)],
-        );
-        assert!(ok, "{err}");
+        f.commit(v);
+        f.push(&server).ok();
     }
-    let nginx = Nginx::start(&t.join("nginx"), &srv).expect("nginx is installed");
+    let nginx = Nginx::start(&t.join("nginx"), srv);
 
     let mut paths = vec!["/config".to_owned(), "/summary.json".to_owned()];
-    files_under(&srv, &srv.join("objects"), &mut paths);
-    files_under(&srv, &srv.join("signatures"), &mut paths);
+    files_under(srv, &srv.join("objects"), &mut paths);
+    files_under(srv, &srv.join("signatures"), &mut paths);
     let objects = paths.iter().filter(|p| p.starts_with("/objects/")).count();
     assert!(objects > 20, "only {objects} objects");
     assert_eq!(
@@ -105,8 +57,8 @@ fn nginx_serves_the_same_bytes_as_treectl_serve() {
         "one signature file per published commit"
     );
     for path in &paths {
-        let a = http(&server.addr, "GET", path, &[], b"");
-        let b = http(&nginx.addr, "GET", path, &[], b"");
+        let a = http::get(&server.addr, path);
+        let b = http::get(&nginx.addr, path);
         assert_eq!((a.status, b.status), (200, 200), "{path}");
         assert_eq!(a.body, b.body, "{path}: treectl serve and nginx differ");
         assert_eq!(
@@ -121,8 +73,8 @@ fn nginx_serves_the_same_bytes_as_treectl_serve() {
         .find(|p| p.ends_with(".filez"))
         .expect("a file object");
     for range in ["bytes=4-20", "bytes=-5", "bytes=10-"] {
-        let a = http(&server.addr, "GET", obj, &[("Range", range)], b"");
-        let b = http(&nginx.addr, "GET", obj, &[("Range", range)], b"");
+        let a = http::request(&server.addr, "GET", obj, &[("Range", range)], b"");
+        let b = http::request(&nginx.addr, "GET", obj, &[("Range", range)], b"");
         assert_eq!((a.status, b.status), (206, 206), "{obj} {range}");
         assert_eq!(a.body, b.body, "{obj} {range}");
         assert_eq!(
@@ -133,24 +85,16 @@ fn nginx_serves_the_same_bytes_as_treectl_serve() {
     }
     // Neither serves the repository's private files.
     for path in ["/state/history.jsonl", "/lock", "/tmp"] {
-        assert_eq!(
-            http(&server.addr, "GET", path, &[], b"").status,
-            404,
-            "{path}"
-        );
-        assert_eq!(
-            http(&nginx.addr, "GET", path, &[], b"").status,
-            404,
-            "{path}"
-        );
+        assert_eq!(http::get(&server.addr, path).status, 404, "{path}");
+        assert_eq!(http::get(&nginx.addr, path).status, 404, "{path}");
     }
     // Conditional requests against treectl serve: an object's ETag is its id.
-    let a = http(&server.addr, "GET", obj, &[], b"");
+    let a = http::get(&server.addr, obj);
     let etag = a.header("etag").expect("etag").to_owned();
     assert_eq!(
         a.header("cache-control"),
         Some("public, max-age=31536000, immutable")
     );
-    let c = http(&server.addr, "GET", obj, &[("If-None-Match", &etag)], b"");
+    let c = http::request(&server.addr, "GET", obj, &[("If-None-Match", &etag)], b"");
     assert_eq!(c.status, 304);
 }

@@ -3,44 +3,28 @@
 //! serial increases at each step, the reverted head's tree is v1's, the
 //! history lists the three events in order with the reason, and every index
 //! and commit signature verifies. Runs on small synthetic trees always, and
-//! on the real corpus when it is built.
+//! on the real corpus when it is built (CI refuses to skip that).
 
-use std::ffi::OsStr;
 use std::path::Path;
 
-use treectl_e2e::server::{http, synthetic_tree, treectl, write_tokens, Server};
-use treectl_e2e::{corpus_dir, Scratch};
-use treectl_repo::refs::RefName;
-use treectl_repo::sign::{CommitSignatures, PublicKey};
-use treectl_repo::summary::{RefIndex, SignedIndex};
-use treectl_repo::{ObjectId, Repo};
-
-fn run(args: &[&OsStr]) -> String {
-    let (ok, out, err) = treectl(args, &[]);
-    assert!(ok, "treectl {args:?} failed: {err}");
-    out
-}
-
-fn os(s: &str) -> &OsStr {
-    OsStr::new(s)
-}
+use treectl_e2e::http;
+use treectl_e2e::server::{init_repo, synthetic_tree, write_tokens, Server, ServerFixture};
+use treectl_e2e::{require_corpus, treectl, treectl_in, Scratch};
+use treectl_release::sign::{CommitSignatures, PublicKey};
+use treectl_release::summary::{RefIndex, SignedIndex};
+use treectl_store::refs::RefName;
+use treectl_store::{ObjectId, Repo};
 
 /// GETs and verifies the index; returns it.
 fn fetch_index(server: &Server, key: &PublicKey) -> RefIndex {
-    let resp = http(&server.addr, "GET", "/summary.json", &[], b"");
+    let resp = http::get(&server.addr, "/summary.json");
     assert_eq!(resp.status, 200, "{}", resp.text());
     let signed = SignedIndex::parse(&resp.body).expect("index parses");
     signed.verify(key).expect("index signature verifies")
 }
 
 fn verify_commit_signature(server: &Server, id: &ObjectId, key: &PublicKey) {
-    let resp = http(
-        &server.addr,
-        "GET",
-        &format!("/signatures/{}.json", id.to_hex()),
-        &[],
-        b"",
-    );
+    let resp = http::get(&server.addr, &format!("/signatures/{}.json", id.to_hex()));
     assert_eq!(resp.status, 200, "signatures of {id}: {}", resp.text());
     let sigs = CommitSignatures::parse(id, &resp.body).expect("signature file parses");
     let stable = RefName::new("os/stable").expect("valid");
@@ -57,21 +41,9 @@ fn journey(work: &Path, v1: &Path, v2: &Path) {
     let src = work.join("src");
     let srv = work.join("srv");
     let key = work.join("signing.key");
-    run(&[
-        os("--repo"),
-        src.as_os_str(),
-        os("init"),
-        os("--mode"),
-        os("archive"),
-    ]);
-    run(&[
-        os("--repo"),
-        srv.as_os_str(),
-        os("init"),
-        os("--mode"),
-        os("archive"),
-    ]);
-    run(&[os("keygen"), os("--out"), key.as_os_str()]);
+    init_repo(&src, "archive");
+    init_repo(&srv, "archive");
+    treectl(["keygen", "--out"]).arg(&key).ok();
     let public = PublicKey::load(&work.join("signing.key.pub")).expect("public key");
     let tokens = write_tokens(work, "anonymous");
     let token_file = work.join("publish.token");
@@ -87,31 +59,17 @@ fn journey(work: &Path, v1: &Path, v2: &Path) {
     );
     let url = server.url();
     let commit = |tree: &Path, version: &str| -> ObjectId {
-        let out = run(&[
-            os("--repo"),
-            src.as_os_str(),
-            os("commit"),
-            os("--ref"),
-            os("os/stable"),
-            os("--tree"),
-            tree.as_os_str(),
-            os("--timestamp"),
-            os("2024-01-01T00:00:00Z"),
-            os("--metadata"),
-            OsStr::new(&format!("version={version}")),
-        ]);
+        let out = treectl_in(&src, ["commit", "--ref", "os/stable", "--tree"])
+            .arg(tree)
+            .args(["--timestamp", "2024-01-01T00:00:00Z"])
+            .args(["--metadata", &format!("version={version}")])
+            .ok();
         out.trim().parse().expect("commit id")
     };
     let push = || {
-        run(&[
-            os("--repo"),
-            src.as_os_str(),
-            os("push"),
-            os(&url),
-            os("os/stable"),
-            os("--token-file"),
-            token_file.as_os_str(),
-        ])
+        treectl_in(&src, ["push", &url, "os/stable", "--token-file"])
+            .arg(&token_file)
+            .ok()
     };
 
     let c1 = commit(v1, "1");
@@ -133,15 +91,16 @@ fn journey(work: &Path, v1: &Path, v2: &Path) {
     assert_eq!(i2.refs["os/stable"].commit, c2);
 
     let reason = "v2 breaks the boot on some machines";
-    let out = run(&[
-        os("revert"),
-        os(&url),
-        os("os/stable"),
-        os("--reason"),
-        os(reason),
-        os("--token-file"),
-        token_file.as_os_str(),
-    ]);
+    let out = treectl([
+        "revert",
+        &url,
+        "os/stable",
+        "--reason",
+        reason,
+        "--token-file",
+    ])
+    .arg(&token_file)
+    .ok();
     let i3 = fetch_index(&server, &public);
     assert!(
         i3.serial > i2.serial,
@@ -170,7 +129,7 @@ fn journey(work: &Path, v1: &Path, v2: &Path) {
         verify_commit_signature(&server, &id, &public);
     }
 
-    let out = run(&[os("history"), os(&url), os("os/stable"), os("--json")]);
+    let out = treectl(["history", &url, "os/stable", "--json"]).ok();
     let v: serde_json::Value = serde_json::from_str(&out).expect("history JSON");
     let entries = v["entries"].as_array().expect("entries");
     assert_eq!(entries.len(), 3, "{out}");
@@ -195,26 +154,17 @@ fn journey(work: &Path, v1: &Path, v2: &Path) {
     assert_eq!(entries[2]["reason"], reason);
     assert_eq!(entries[2]["who"], "release-bot");
     assert_eq!(entries[2]["reverts_to"], c1.to_hex());
-    let text = run(&[os("history"), os(&url), os("os/stable")]);
+    let text = treectl(["history", &url, "os/stable"]).ok();
     assert!(text.contains(reason), "{text}");
 
     // Pushing again uploads nothing: every object is already there.
-    let (ok, _, err) = treectl(
-        &[
-            os("--repo"),
-            src.as_os_str(),
-            os("push"),
-            os(&url),
-            os("os/stable"),
-            os("--token-file"),
-            token_file.as_os_str(),
-        ],
-        &[],
-    );
-    assert!(ok, "{err}");
+    let err = treectl_in(&src, ["push", &url, "os/stable", "--token-file"])
+        .arg(&token_file)
+        .code(0)
+        .stderr;
     assert!(err.contains("0 of "), "{err}");
 
-    let fsck = run(&[os("--repo"), srv.as_os_str(), os("fsck")]);
+    let fsck = treectl_in(&srv, ["fsck"]).ok();
     assert!(fsck.contains("no problems"), "{fsck}");
     let status = server.terminate();
     assert!(status.success(), "graceful shutdown: {status:?}");
@@ -233,8 +183,7 @@ fn push_publish_revert_history_on_a_small_tree() {
 
 #[test]
 fn push_publish_revert_history_on_the_corpus() {
-    let Some(corpus) = corpus_dir() else {
-        eprintln!("SKIP: corpus not built (run shared/corpus/build.sh)");
+    let Some(corpus) = require_corpus("to push, publish and revert a real system") else {
         return;
     };
     let scratch = Scratch::new("4G");
@@ -252,45 +201,25 @@ fn local_repository_targets_work_without_a_server() {
     synthetic_tree(&t.join("v1"), 1);
     synthetic_tree(&t.join("v2"), 2);
     let (src, dst, key) = (t.join("src"), t.join("dst"), t.join("k"));
-    run(&[os("--repo"), src.as_os_str(), os("init")]);
-    run(&[
-        os("--repo"),
-        dst.as_os_str(),
-        os("init"),
-        os("--mode"),
-        os("archive"),
-    ]);
-    run(&[os("keygen"), os("--out"), key.as_os_str()]);
+    treectl_in(&src, ["init"]).ok();
+    init_repo(&dst, "archive");
+    treectl(["keygen", "--out"]).arg(&key).ok();
     for v in ["v1", "v2"] {
-        run(&[
-            os("--repo"),
-            src.as_os_str(),
-            os("commit"),
-            os("--ref"),
-            os("os/stable"),
-            os("--tree"),
-            t.join(v).as_os_str(),
-        ]);
-        run(&[
-            os("--repo"),
-            src.as_os_str(),
-            os("push"),
-            dst.as_os_str(),
-            os("os/stable"),
-            os("--sign-key"),
-            key.as_os_str(),
-        ]);
+        treectl_in(&src, ["commit", "--ref", "os/stable", "--tree"])
+            .arg(t.join(v))
+            .ok();
+        treectl_in(&src, ["push"])
+            .arg(&dst)
+            .args(["os/stable", "--sign-key"])
+            .arg(&key)
+            .ok();
     }
-    run(&[
-        os("revert"),
-        dst.as_os_str(),
-        os("os/stable"),
-        os("--reason"),
-        os("local revert"),
-        os("--sign-key"),
-        key.as_os_str(),
-    ]);
-    let out = run(&[os("history"), dst.as_os_str(), os("os/stable")]);
+    treectl(["revert"])
+        .arg(&dst)
+        .args(["os/stable", "--reason", "local revert", "--sign-key"])
+        .arg(&key)
+        .ok();
+    let out = treectl(["history"]).arg(&dst).arg("os/stable").ok();
     assert_eq!(out.lines().count(), 3, "{out}");
     assert!(out.contains("local revert"), "{out}");
     let public = PublicKey::load(&t.join("k.pub")).expect("pub");
@@ -300,41 +229,20 @@ fn local_repository_targets_work_without_a_server() {
         .verify(&public)
         .expect("verifies");
     assert_eq!(index.serial, 3);
-    let fsck = run(&[os("--repo"), dst.as_os_str(), os("fsck")]);
+    let fsck = treectl_in(&dst, ["fsck"]).ok();
     assert!(fsck.contains("no problems"), "{fsck}");
 }
 
 #[test]
 fn batched_fetch_and_missing_answer_for_many_objects_at_once() {
-    use treectl_e2e::server::PUBLISH_TOKEN;
-    use treectl_repo::publish::commit_closure;
-    use treectl_repo::store::verify_wire_form;
-    use treectl_repo::wire::PackReader;
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let t = tmp.path();
-    synthetic_tree(&t.join("v1"), 1);
-    let (src, srv) = (t.join("src"), t.join("srv"));
-    run(&[os("--repo"), src.as_os_str(), os("init")]);
-    run(&[
-        os("--repo"),
-        srv.as_os_str(),
-        os("init"),
-        os("--mode"),
-        os("archive"),
-    ]);
-    let out = run(&[
-        os("--repo"),
-        src.as_os_str(),
-        os("commit"),
-        os("--ref"),
-        os("os/stable"),
-        os("--tree"),
-        t.join("v1").as_os_str(),
-    ]);
-    let commit: ObjectId = out.trim().parse().expect("id");
-    let tokens = write_tokens(t, "anonymous");
-    let server = Server::start(&srv, &["--tokens", tokens.to_str().expect("utf-8")], &[]);
-    let objects: Vec<serde_json::Value> = commit_closure(&Repo::open(&src).expect("open"), &commit)
+    use treectl_release::publish::commit_closure;
+    use treectl_store::store::verify_wire_form;
+    use treectl_wire::PackReader;
+    let f = ServerFixture::new("anonymous");
+    let commit: ObjectId = f.commit(1).parse().expect("id");
+    let server = f.serve(&[], &[]);
+    let src = &f.src;
+    let objects: Vec<serde_json::Value> = commit_closure(&Repo::open(src).expect("open"), &commit)
         .expect("closure")
         .objects
         .iter()
@@ -342,30 +250,20 @@ fn batched_fetch_and_missing_answer_for_many_objects_at_once() {
         .collect();
     let body = serde_json::to_vec(&serde_json::json!({ "objects": objects })).expect("json");
     // Before the push the server lacks every object; fetching them is a 404.
-    let resp = http(&server.addr, "POST", "/v1/objects/missing", &[], &body);
+    let resp = http::request(&server.addr, "POST", "/v1/objects/missing", &[], &body);
     assert_eq!(resp.status, 200, "{}", resp.text());
     let v: serde_json::Value = serde_json::from_slice(&resp.body).expect("json");
     assert_eq!(v["missing"].as_array().expect("array").len(), objects.len());
     assert_eq!(
-        http(&server.addr, "POST", "/v1/objects/fetch", &[], &body).status,
+        http::request(&server.addr, "POST", "/v1/objects/fetch", &[], &body).status,
         404
     );
-    let (ok, _, err) = treectl(
-        &[
-            os("--repo"),
-            src.as_os_str(),
-            os("push"),
-            os(&server.url()),
-            os("os/stable"),
-        ],
-        &[("TREECTL_TOKEN", PUBLISH_TOKEN)],
-    );
-    assert!(ok, "{err}");
-    let resp = http(&server.addr, "POST", "/v1/objects/missing", &[], &body);
+    f.push(&server).ok();
+    let resp = http::request(&server.addr, "POST", "/v1/objects/missing", &[], &body);
     let v: serde_json::Value = serde_json::from_slice(&resp.body).expect("json");
     assert_eq!(v["missing"].as_array().expect("array").len(), 0);
     // One request streams them all, in request order, each verifying.
-    let resp = http(&server.addr, "POST", "/v1/objects/fetch", &[], &body);
+    let resp = http::request(&server.addr, "POST", "/v1/objects/fetch", &[], &body);
     assert_eq!(resp.status, 200, "{}", resp.text());
     assert_eq!(
         resp.header("content-type"),

@@ -1,0 +1,146 @@
+#!/usr/bin/env bash
+# bench/configure.sh: compose corpus v1 with the configure step (the dpkg
+# database, maintainer scripts in the bubblewrap sandbox, finishing), next to
+# mmdebstrap building the same packages from scratch; then the recompose after
+# the v2 bump (9 packages changed), and an unchanged recompose.
+#
+# mmdebstrap reads (copy://) a flat apt repository of the corpus' .deb files (indexed
+# untimed with dpkg-scanpackages, with a Release file naming the suite),
+# `--variant=minbase --include=` every package (and its merged-usr hook)
+# of the list, so both build the same package set from local files.
+#
+# Each run starts from a hardlink copy (`cp -al`, untimed) of a repository that
+# holds every v1 and v2 component but no compose, with empty caches. Runs on a
+# fresh journaled filesystem (../shared/corpus/benchfs.sh) mounted at
+# $BENCH_DIR (default /mnt/configure-bench); medians of $BENCH_RUNS runs
+# (default 3); replaces its own section of docs/benchmarks.md. Every timing
+# ends with `sync`.
+#
+# Needs root, the corpus (../shared/corpus/build.sh), bwrap (bubblewrap),
+# mmdebstrap and dpkg-scanpackages (dpkg-dev).
+set -euo pipefail
+
+here=$(cd "$(dirname "$0")/.." && pwd)
+shared=${SHARED_DIR:-$here/../shared}
+corpus=${CORPUS_DIR:-/var/tmp/treectl-corpus}
+runs=${BENCH_RUNS:-3}
+mnt=${BENCH_DIR:-/mnt/configure-bench}
+doc=$here/docs/benchmarks.md
+
+die() { echo "bench/configure.sh: $*" >&2; exit 1; }
+[[ $(id -u) == 0 ]] || die "needs root (benchfs mount, maintainer scripts)"
+[[ -f $corpus/lists/pkgs-v1.txt ]] || die "corpus not found at $corpus; build it with $shared/corpus/build.sh"
+for tool in bwrap:bubblewrap mmdebstrap:mmdebstrap dpkg-scanpackages:dpkg-dev; do
+  command -v "${tool%%:*}" >/dev/null || die "${tool%%:*} is missing (apt-get install ${tool#*:})"
+done
+
+debs_of() {
+  local name version arch f
+  while read -r name version arch; do
+    [[ -n $name ]] || continue
+    f=$corpus/debs/${name}_${version//:/%3a}_${arch}.deb
+    [[ -f $f ]] || die "missing $f"
+    echo "$f"
+  done <"$corpus/lists/$1"
+}
+mapfile -t debs1 < <(debs_of pkgs-v1.txt)
+mapfile -t debs2 < <(debs_of pkgs-v2.txt)
+names1=$(awk '{print $1}' "$corpus/lists/pkgs-v1.txt" | paste -sd,)
+
+(cd "$here" && cargo build --release -q -p treectl)
+treectl=${CARGO_TARGET_DIR:-$here/target}/release/treectl
+
+"$shared/corpus/benchfs.sh" mount "$mnt" 8G >/dev/null
+trap '"$shared/corpus/benchfs.sh" umount "$mnt" >/dev/null' EXIT
+
+now() { echo "$EPOCHREALTIME"; }
+since() { echo "$(now) - $1" | bc; }
+median() { sort -n | awk '{a[NR]=$1} END {m=int((NR+1)/2); printf "%.3f\n", (NR%2) ? a[m] : (a[m]+a[m+1])/2}'; }
+
+# Untimed: the components of both versions, the lockfiles (default compose
+# settings: configure on), and the flat apt repository for mmdebstrap.
+rm -rf "${mnt:?}"/*
+"$treectl" --repo "$mnt/template" init --mode bare-user >/dev/null
+"$treectl" --repo "$mnt/template" lock add --lockfile "$mnt/v1.lock" --deb "${debs1[@]}" >/dev/null
+"$treectl" --repo "$mnt/template" lock add --lockfile "$mnt/v2.lock" --deb "${debs2[@]}" >/dev/null
+mkdir -p "$mnt/apt"
+ln -s "${debs1[@]}" "$mnt/apt/"
+(
+  cd "$mnt/apt"
+  dpkg-scanpackages -m . >Packages 2>/dev/null
+  # A Release file naming the suite: mmdebstrap selects by archive/codename.
+  {
+    printf 'Suite: bookworm\nCodename: bookworm\nArchitectures: amd64 all\nSHA256:\n'
+    printf ' %s %s Packages\n' "$(sha256sum <Packages | cut -d' ' -f1)" "$(stat -c %s Packages)"
+  } >Release
+)
+sync
+
+t_first=() t_re=() t_same=() t_mm=()
+for ((i = 1; i <= runs; i++)); do
+  rm -rf "${mnt:?}/run" "${mnt:?}/mm"
+  cp -al "$mnt/template" "$mnt/run"
+  rm -rf "$mnt/run/state/compose-cache"
+  sync
+  s=$(now)
+  "$treectl" --repo "$mnt/run" compose --lockfile "$mnt/v1.lock" --ref os/v1 >/dev/null
+  sync
+  t_first+=("$(since "$s")")
+
+  s=$(now)
+  "$treectl" --repo "$mnt/run" compose --lockfile "$mnt/v2.lock" --ref os/v2 >/dev/null
+  sync
+  t_re+=("$(since "$s")")
+
+  s=$(now)
+  "$treectl" --repo "$mnt/run" compose --lockfile "$mnt/v2.lock" --ref os/v2-again >/dev/null
+  sync
+  t_same+=("$(since "$s")")
+
+  s=$(now)
+  mmdebstrap --quiet --variant=minbase --hook-dir=/usr/share/mmdebstrap/hooks/merged-usr \
+    --include="$names1" bookworm "$mnt/mm" \
+    "deb [trusted=yes] copy://$mnt/apt ./" >/dev/null
+  sync
+  t_mm+=("$(since "$s")")
+  echo "run $i: compose ${t_first[-1]} s, recompose v2 ${t_re[-1]} s, unchanged ${t_same[-1]} s, mmdebstrap ${t_mm[-1]} s" >&2
+done
+
+m_first=$(printf '%s\n' "${t_first[@]}" | median)
+m_re=$(printf '%s\n' "${t_re[@]}" | median)
+m_same=$(printf '%s\n' "${t_same[@]}" | median)
+m_mm=$(printf '%s\n' "${t_mm[@]}" | median)
+vs_first=$(echo "scale=2; $m_mm / $m_first" | bc)
+vs_re=$(echo "scale=2; $m_mm / $m_re" | bc)
+
+section=$(cat <<EOF
+<!-- bench/configure.sh begin -->
+## Composing a configured system (bench/configure.sh)
+
+Corpus v1: ${#debs1[@]} packages, components already imported; compose with the
+configure step (default settings). mmdebstrap builds the same packages from a local
+flat repository of the same files. Medians of $runs runs on a fresh journaled ext4
+(benchfs.sh), $(nproc) cores, $(date -u +%Y-%m-%d); each timing ends with \`sync\`.
+
+| what | median (s) | |
+| --- | --- | --- |
+| \`treectl compose\` of v1, caches empty | $m_first | mmdebstrap takes ${vs_first}x as long |
+| \`treectl compose\` of v2 right after v1 | $m_re | mmdebstrap from scratch takes ${vs_re}x as long |
+| \`treectl compose\` of v2 again, unchanged | $m_same | the configure cache: no script runs |
+| \`mmdebstrap --variant=minbase --include=...\` of v1 | $m_mm | |
+
+Goals (configure issue, acceptance 5): the cold compose at least 2x faster than
+mmdebstrap, the recompose after the v1 -> v2 update at least 5x faster than mmdebstrap
+from scratch, the unchanged recompose under 1 s.
+<!-- bench/configure.sh end -->
+EOF
+)
+
+mkdir -p "$(dirname "$doc")"
+[[ -f $doc ]] || printf '# Benchmarks\n\n' >"$doc"
+if grep -q '<!-- bench/configure.sh begin -->' "$doc"; then
+  SECTION=$section perl -0pi -e 's/<!-- bench\/configure\.sh begin -->.*?<!-- bench\/configure\.sh end -->/$ENV{SECTION}/s' "$doc"
+else
+  printf '\n%s\n' "$section" >>"$doc"
+fi
+echo "$section"

@@ -1,0 +1,74 @@
+//! What `treectl status` shows: each deployment with its markers, the
+//! component versions that differ from the booted one, `/etc` conflicts.
+
+use serde::Serialize;
+
+use crate::finalize::read_staged;
+use crate::state::{read_state, Deployment, State};
+use crate::upgrade::{component_changes, ComponentChange};
+use crate::{Result, Sysroot};
+
+/// One deployment as `status` shows it.
+#[derive(Clone, Debug, Serialize)]
+pub struct StatusEntry {
+    /// Position in the list (0: default); `None` for the staged deployment.
+    pub index: Option<usize>,
+    #[serde(flatten)]
+    pub deployment: Deployment,
+    /// The deployment's directory.
+    pub path: String,
+    pub booted: bool,
+    pub staged: bool,
+    pub default: bool,
+    pub rollback: bool,
+    /// Components whose version differs from the booted (else default) one.
+    pub component_changes: Vec<ComponentChange>,
+}
+
+/// The whole status.
+#[derive(Clone, Debug, Serialize)]
+pub struct Status {
+    pub sysroot: String,
+    /// The `treectl=` value of the booted deployment, when known.
+    pub booted: Option<String>,
+    /// Staged first, then index 0, 1, ...
+    pub deployments: Vec<StatusEntry>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rollback_floor: Option<super::state::ReleaseOrder>,
+}
+
+pub fn status(sysroot: &Sysroot) -> Result<Status> {
+    let state: State = read_state(sysroot)?;
+    let staged = read_staged(sysroot)?;
+    let booted = sysroot.booted_arg().map(str::to_owned);
+    let base = state
+        .deployments
+        .iter()
+        .find(|d| Some(d.rel_path()) == booted)
+        .or_else(|| state.deployments.first())
+        .map(|d| d.components.clone())
+        .unwrap_or_default();
+    let entry = |index: Option<usize>, d: &Deployment, staged: bool| StatusEntry {
+        index,
+        path: d.path(sysroot).display().to_string(),
+        booted: booted.as_deref() == Some(d.rel_path().as_str()),
+        staged,
+        default: index == Some(0),
+        rollback: index == Some(1),
+        component_changes: component_changes(&base, &d.components),
+        deployment: d.clone(),
+    };
+    let mut deployments = vec![];
+    if let Some(s) = &staged {
+        deployments.push(entry(None, s, true));
+    }
+    for (i, d) in state.deployments.iter().enumerate() {
+        deployments.push(entry(Some(i), d, false));
+    }
+    Ok(Status {
+        sysroot: sysroot.root().display().to_string(),
+        booted,
+        deployments,
+        rollback_floor: state.rollback_floor,
+    })
+}

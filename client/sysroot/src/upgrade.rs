@@ -1,0 +1,252 @@
+//! `upgrade`: the whole policy of moving a machine to its origin's newest
+//! release (pull, decide, fetch, stage or deploy), the decision itself, and
+//! component differences between releases. The CLI only formats what
+//! [`upgrade`] returns; an update timer can call it the same way.
+
+use std::cmp::Ordering;
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+use treectl_store::object::Commit;
+use treectl_store::refs::RefName;
+use treectl_store::ObjectId;
+use treectl_transport::progress::Progress;
+use treectl_transport::pull::{pull, PullOptions, PullOutcome};
+
+use crate::deploy::{components_of, deploy_commit, Switch};
+use crate::source::{fetch, find_head, Head, Source};
+use crate::state::{read_state, Deployment, State};
+use crate::{Result, Sysroot, SysrootError};
+
+/// What `upgrade` would do with a head.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case", tag = "decision")]
+pub enum Decision {
+    /// The head is the default deployment's commit.
+    UpToDate,
+    /// The head is the release the machine rolled back from (or older):
+    /// stay put until a newer one is published.
+    RolledBackFrom,
+    /// The head is older than the default: a replay or a reset ref.
+    Downgrade,
+    /// A newer release.
+    Update,
+}
+
+/// Decides what `upgrade` does with `head` given the live state.
+pub fn decide(state: &State, head: &Head) -> Decision {
+    let Some(default) = state.deployments.first() else {
+        return Decision::Update;
+    };
+    if default.commit == head.commit.to_hex() {
+        return Decision::UpToDate;
+    }
+    let order = head.order();
+    if order.compare(&default.order) != Ordering::Greater {
+        return Decision::Downgrade;
+    }
+    if let Some(floor) = &state.rollback_floor {
+        if order.compare(floor) != Ordering::Greater {
+            return Decision::RolledBackFrom;
+        }
+    }
+    Decision::Update
+}
+
+/// A component whose version differs between two deployments.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ComponentChange {
+    pub name: String,
+    pub from: Option<String>,
+    pub to: Option<String>,
+}
+
+/// Components that differ from `base` to `other`.
+pub fn component_changes(
+    base: &BTreeMap<String, String>,
+    other: &BTreeMap<String, String>,
+) -> Vec<ComponentChange> {
+    let names: std::collections::BTreeSet<&String> = base.keys().chain(other.keys()).collect();
+    names
+        .into_iter()
+        .filter(|n| base.get(*n) != other.get(*n))
+        .map(|n| ComponentChange {
+            name: n.clone(),
+            from: base.get(n).cloned(),
+            to: other.get(n).cloned(),
+        })
+        .collect()
+}
+
+/// Components of a commit, for `--preview`.
+pub fn commit_components(meta: &Commit) -> BTreeMap<String, String> {
+    components_of(meta)
+}
+
+/// How far `upgrade` goes once it has found a newer release.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum UpgradeMode {
+    /// Only decide (`--check`, `--preview`): nothing is fetched for a
+    /// local origin, a remote origin's pull is verified metadata and objects.
+    Check,
+    /// Fetch the release into the local repository, deploy nothing.
+    DownloadOnly,
+    /// Build the deployment now; `finalize-staged` swaps it in at shutdown.
+    Stage,
+    /// Build the deployment and make it the default now.
+    Now,
+}
+
+/// What `upgrade` is asked to do.
+#[derive(Clone, Debug)]
+pub struct UpgradeOptions {
+    pub mode: UpgradeMode,
+    /// Accept a head older than the default (a replay or a reset ref).
+    pub allow_downgrade: bool,
+    /// How to pull a remote origin (token, timeouts, jobs).
+    pub pull: PullOptions,
+}
+
+impl Default for UpgradeOptions {
+    fn default() -> Self {
+        UpgradeOptions {
+            mode: UpgradeMode::Now,
+            allow_downgrade: false,
+            pull: PullOptions::default(),
+        }
+    }
+}
+
+/// What `upgrade` found and did.
+#[derive(Clone, Debug, Serialize)]
+pub struct UpgradeOutcome {
+    /// The default deployment's origin.
+    pub origin: String,
+    pub decision: Decision,
+    /// The origin's head.
+    pub head: ObjectId,
+    pub version: Option<String>,
+    /// The origin's release serial (a remote's signed index).
+    pub serial: Option<u64>,
+    /// Components that differ from the default deployment to the head.
+    pub changes: Vec<ComponentChange>,
+    /// The deployment made (`Now`) or staged (`Stage`).
+    pub deployment: Option<Deployment>,
+    /// The release is in the local repository (fetched or already there).
+    pub downloaded: bool,
+    /// What the pull of a remote origin did.
+    pub pull: Option<PullOutcome>,
+}
+
+impl UpgradeOutcome {
+    /// `VERSION (COMMIT)` of the head, as messages name it.
+    pub fn head_desc(&self) -> String {
+        format!(
+            "{} ({})",
+            self.version.as_deref().unwrap_or("-"),
+            self.head.short()
+        )
+    }
+
+    /// A newer release exists (whether or not it was deployed).
+    pub fn update_available(&self) -> bool {
+        self.decision == Decision::Update
+    }
+}
+
+/// Upgrades the machine from its default deployment's origin: pulls a
+/// remote origin (verifying everything), decides, and fetches, stages or
+/// deploys the head as `opts.mode` says. A head the machine rolled back or
+/// fell back from is not deployed again until a newer release appears; an
+/// older head is refused unless `allow_downgrade`.
+pub fn upgrade(
+    sysroot: &Sysroot,
+    opts: &UpgradeOptions,
+    progress: &dyn Progress,
+) -> Result<UpgradeOutcome> {
+    let _lock = sysroot.lock()?;
+    let state = read_state(sysroot)?;
+    let default = state.deployments.first().ok_or(SysrootError::NoOrigin)?;
+    let origin = default.origin.clone().ok_or(SysrootError::NoOrigin)?;
+    let source = Source::from_origin(&origin).ok_or(SysrootError::NoOrigin)?;
+    let (head, pulled) = match &source {
+        Source::Remote { name, refname } => {
+            let outcome = pull_remote(sysroot, name, refname, &opts.pull, progress)?;
+            (head_of_pull(sysroot, &outcome)?, Some(outcome))
+        }
+        Source::LocalRepo { .. } => (find_head(sysroot, &source)?, None),
+    };
+    let decision = decide(&state, &head);
+    let mut outcome = UpgradeOutcome {
+        origin: origin.to_string(),
+        decision: decision.clone(),
+        head: head.commit,
+        version: head.meta.version().map(str::to_owned),
+        serial: head.serial,
+        changes: component_changes(&default.components, &components_of(&head.meta)),
+        deployment: None,
+        downloaded: pulled.is_some(),
+        pull: pulled,
+    };
+    match decision {
+        Decision::UpToDate => return Ok(outcome),
+        Decision::RolledBackFrom if !opts.allow_downgrade => return Ok(outcome),
+        Decision::Downgrade if !opts.allow_downgrade => {
+            return Err(SysrootError::Downgrade {
+                current: default.describe(),
+                candidate: outcome.head_desc(),
+            })
+        }
+        _ => {}
+    }
+    // Past the refusals above, what remains is an update (possibly an
+    // allowed downgrade): report it as one.
+    outcome.decision = Decision::Update;
+    if opts.mode == UpgradeMode::Check {
+        return Ok(outcome);
+    }
+    fetch(sysroot, &source, &head)?;
+    outcome.downloaded = true;
+    let switch = match opts.mode {
+        UpgradeMode::Check | UpgradeMode::DownloadOnly => return Ok(outcome),
+        UpgradeMode::Stage => Switch::Stage,
+        UpgradeMode::Now => Switch::Now,
+    };
+    outcome.deployment = Some(deploy_commit(
+        sysroot,
+        &head.commit,
+        Some(origin),
+        head.serial,
+        switch,
+        opts.allow_downgrade,
+    )?);
+    Ok(outcome)
+}
+
+/// Pulls `name:refname` into the sysroot's repository: every object is
+/// verified there, and deployments are built only from what was pulled.
+pub fn pull_remote(
+    sysroot: &Sysroot,
+    name: &str,
+    refname: &str,
+    opts: &PullOptions,
+    progress: &dyn Progress,
+) -> Result<PullOutcome> {
+    let repo = sysroot.open_repo()?;
+    let ref_name = RefName::new(refname)?;
+    let outcome = pull(&repo, name, &ref_name, opts, progress);
+    progress.finish();
+    Ok(outcome?)
+}
+
+/// The head a pull just verified: its commit and serial come from the
+/// pull's outcome, not from what is on disk.
+fn head_of_pull(sysroot: &Sysroot, pulled: &PullOutcome) -> Result<Head> {
+    let repo = sysroot.open_repo()?;
+    Ok(Head {
+        commit: pulled.commit,
+        meta: repo.read_commit(&pulled.commit)?,
+        serial: Some(pulled.serial),
+    })
+}

@@ -1,0 +1,36 @@
+//! Step 6: the pull takes effect. The accepted index is recorded in the
+//! remote's trust state (so an older one is refused from now on), then
+//! `refs/remotes/NAME/REF` moves to the pulled commit. Everything the ref
+//! names is in the store by then.
+
+use treectl_release::remote::{self, TrustState, TrustedRef};
+use treectl_store::refs::RefName;
+use treectl_store::{failpoint, Repo};
+
+use super::index::Accepted;
+use crate::error::TransportError;
+
+/// Records `accepted` in the trust state and moves the remote ref.
+pub(super) fn record(
+    repo: &Repo,
+    remote_name: &str,
+    ref_name: &RefName,
+    trust: &TrustState,
+    accepted: &Accepted,
+) -> Result<(), TransportError> {
+    failpoint::hit("pull-before-ref");
+    let mut state = trust.clone();
+    state.serial = accepted.index.serial;
+    state.index_sha256 = Some(accepted.sha256.clone());
+    state.generated = accepted.index.generated;
+    state.refs.insert(
+        ref_name.to_string(),
+        TrustedRef {
+            serial: accepted.entry.serial,
+            commit: accepted.entry.commit,
+        },
+    );
+    state.save(repo, remote_name)?;
+    remote::write_remote_ref(repo, remote_name, ref_name, &accepted.entry.commit)?;
+    Ok(())
+}

@@ -1,0 +1,239 @@
+//! Step 1: the ref index. Fetched from the first source whose index passes
+//! every check: it parses, it is signed by a trusted key (integrity only
+//! when the remote has none), it has not expired, and it does not take the
+//! client back (serials never go down; the same serial means the same
+//! index).
+
+use sha2::{Digest, Sha256};
+use treectl_release::remote::{Remote, TrustState};
+use treectl_release::sign::PublicKey;
+use treectl_release::summary::{RefEntry, RefIndex, SignedIndex, INDEX_FILE};
+use treectl_store::refs::RefName;
+use treectl_store::time::now;
+
+use crate::error::{ErrorClass, TransportError};
+use crate::source::HttpSource;
+
+/// An index that passed every check.
+pub(super) struct Accepted {
+    /// The source it came from (signatures are fetched there too).
+    pub source: usize,
+    pub index: RefIndex,
+    /// The sha256 of its payload, recorded in the trust state.
+    pub sha256: String,
+    /// The pulled ref's entry.
+    pub entry: RefEntry,
+}
+
+/// The index from the first source that passes; else every source's
+/// failure, in order.
+pub(super) fn accept(
+    http: &HttpSource,
+    remote: &Remote,
+    trust: &TrustState,
+    ref_name: &RefName,
+    max_bytes: u64,
+) -> Result<Accepted, TransportError> {
+    let mut attempts = Vec::new();
+    for src in 0..http.sources().len() {
+        match from_source(http, src, remote, trust, ref_name, max_bytes) {
+            Ok(accepted) => return Ok(accepted),
+            Err(e) => attempts.push((http.sources()[src].clone(), e)),
+        }
+    }
+    Err(TransportError::AllSources {
+        target: format!("{}:{ref_name}", remote.name),
+        attempts,
+    })
+}
+
+fn from_source(
+    http: &HttpSource,
+    src: usize,
+    remote: &Remote,
+    trust: &TrustState,
+    ref_name: &RefName,
+    max_bytes: u64,
+) -> Result<Accepted, TransportError> {
+    let bytes = http
+        .get(src, &format!("/{INDEX_FILE}"), max_bytes)
+        .map_err(|e| match e.class() {
+            ErrorClass::NotFound => TransportError::NothingPublished {
+                url: http.sources()[src].clone(),
+            },
+            _ => e,
+        })?;
+    let signed = SignedIndex::parse(&bytes)?;
+    let index = verify_index(&signed, &remote.trusted_keys, now())?;
+    let sha256 = hex_sha256(signed.payload.as_bytes());
+    let entry = check_trust(trust, &index, &sha256, &remote.name, ref_name.as_str())?.clone();
+    Ok(Accepted {
+        source: src,
+        index,
+        sha256,
+        entry,
+    })
+}
+
+/// Verifies an index's signature with any trusted key (integrity only
+/// without keys), its format and its expiry.
+pub fn verify_index(
+    signed: &SignedIndex,
+    keys: &[PublicKey],
+    now: i64,
+) -> Result<RefIndex, TransportError> {
+    let index = if keys.is_empty() {
+        signed.index_unverified()?
+    } else {
+        let mut first = None;
+        let mut good = None;
+        for key in keys {
+            match signed.verify(key) {
+                Ok(i) => {
+                    good = Some(i);
+                    break;
+                }
+                Err(e) => {
+                    first.get_or_insert(e);
+                }
+            }
+        }
+        match good {
+            Some(i) => i,
+            None => return Err(first.expect("at least one key").into()),
+        }
+    };
+    index.check_fresh(now)?;
+    Ok(index)
+}
+
+/// Checks an accepted index against the trust state: serials never go
+/// down, and the same serial means the same index. Returns the ref entry.
+pub fn check_trust<'i>(
+    state: &TrustState,
+    index: &'i RefIndex,
+    payload_sha256: &str,
+    remote: &str,
+    ref_name: &str,
+) -> Result<&'i RefEntry, TransportError> {
+    if index.serial < state.serial {
+        return Err(TransportError::ReplayedIndex {
+            serial: index.serial,
+            accepted: state.serial,
+            remote: remote.to_owned(),
+        });
+    }
+    let same_serial_other_content = index.serial == state.serial
+        && state
+            .index_sha256
+            .as_deref()
+            .is_some_and(|h| h != payload_sha256);
+    if same_serial_other_content {
+        return Err(TransportError::ForkedIndex {
+            serial: index.serial,
+            remote: remote.to_owned(),
+        });
+    }
+    let entry = index
+        .refs
+        .get(ref_name)
+        .ok_or_else(|| TransportError::NotPublished {
+            remote: remote.to_owned(),
+            ref_name: ref_name.to_owned(),
+            published: index.refs.keys().cloned().collect(),
+        })?;
+    match state.refs.get(ref_name) {
+        Some(trusted) if entry.serial < trusted.serial => Err(TransportError::Downgrade {
+            remote: remote.to_owned(),
+            ref_name: ref_name.to_owned(),
+            serial: entry.serial,
+            accepted: trusted.serial,
+        }),
+        _ => Ok(entry),
+    }
+}
+
+fn hex_sha256(data: &[u8]) -> String {
+    Sha256::digest(data)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use treectl_release::remote::TrustedRef;
+    use treectl_release::sign::SecretKey;
+    use treectl_store::ObjectId;
+
+    fn index(serial: u64, ref_serial: u64) -> RefIndex {
+        let mut i = RefIndex::empty();
+        i.serial = serial;
+        i.expires = 1000;
+        i.refs.insert(
+            "os/stable".into(),
+            RefEntry {
+                commit: ObjectId::of(b"c"),
+                serial: ref_serial,
+                timestamp: 0,
+                version: None,
+                published: 0,
+            },
+        );
+        i
+    }
+
+    #[test]
+    fn trust_serials_never_go_down() {
+        let mut state = TrustState {
+            serial: 5,
+            index_sha256: Some("aa".into()),
+            ..TrustState::default()
+        };
+        state.refs.insert(
+            "os/stable".into(),
+            TrustedRef {
+                serial: 4,
+                commit: ObjectId::of(b"c"),
+            },
+        );
+        assert!(check_trust(&state, &index(6, 6), "bb", "o", "os/stable").is_ok());
+        assert!(check_trust(&state, &index(5, 4), "aa", "o", "os/stable").is_ok());
+        let refused = |i: RefIndex, sha: &str| -> TransportError {
+            match check_trust(&state, &i, sha, "o", "os/stable") {
+                Ok(_) => panic!("accepted serial {}", i.serial),
+                Err(e) => e,
+            }
+        };
+        let replay = refused(index(4, 4), "cc");
+        assert!(replay.to_string().contains("lower than serial 5"));
+        assert_eq!(replay.class(), ErrorClass::TrustRefused);
+        assert!(refused(index(5, 4), "cc")
+            .to_string()
+            .contains("different content"));
+        assert!(refused(index(7, 3), "dd").to_string().contains("downgrade"));
+        let other = check_trust(&state, &index(7, 7), "dd", "o", "os/testing").expect_err("absent");
+        assert_eq!(
+            other.to_string(),
+            "o does not publish os/testing (published: os/stable)"
+        );
+        assert_eq!(other.class(), ErrorClass::NotFound);
+    }
+
+    #[test]
+    fn index_signature_and_expiry() {
+        let key = SecretKey::from_seed([9; 32]);
+        let other = SecretKey::from_seed([10; 32]);
+        let signed = SignedIndex::sign(&index(1, 1), Some(&key));
+        assert!(verify_index(&signed, &[key.public()], 10).is_ok());
+        assert!(verify_index(&signed, &[other.public(), key.public()], 10).is_ok());
+        let untrusted = verify_index(&signed, &[other.public()], 10).expect_err("untrusted");
+        assert_eq!(untrusted.class(), ErrorClass::TrustRefused);
+        let expired = verify_index(&signed, &[key.public()], 1001).expect_err("expired");
+        assert_eq!(expired.class(), ErrorClass::TrustRefused);
+        let unsigned = SignedIndex::sign(&index(1, 1), None);
+        assert!(verify_index(&unsigned, &[key.public()], 10).is_err());
+        assert!(verify_index(&unsigned, &[], 10).is_ok());
+    }
+}

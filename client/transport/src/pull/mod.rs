@@ -1,0 +1,238 @@
+//! Pulling a published ref from a remote (`treectl pull NAME:REF`), in six
+//! steps, one module each:
+//!
+//! 1. [`index`]: fetch `summary.json` from the remote's URL (then its
+//!    mirrors), check its signature against the trusted keys, its expiry,
+//!    and that its serial (and the ref's) is not lower than what this
+//!    client accepted last ([`TrustState`]).
+//! 2. [`verify`]: fetch the commit's detached signature, which must bind
+//!    it to the ref.
+//! 3. [`walk`]: fetch the commit, then the trees and dirmetas the
+//!    repository lacks, level by level (the store's [`Closure`] walk). They
+//!    are verified and kept in a resumable staging directory
+//!    (`tmp/pull-NAME/`) until the end, so `objects/` never holds a tree
+//!    whose children are missing.
+//! 4. [`fetch`]: fetch the missing file objects, many at a time (the
+//!    batched `/v1/objects/fetch` when the server offers it, plain GETs
+//!    from static mirrors), verify each against its id, and store them in
+//!    batches: an interrupted pull keeps what it finished.
+//! 5. [`stage`]: store the staged trees, dirmetas and commit, children
+//!    first.
+//! 6. [`commit`]: record the accepted index in the trust state, then move
+//!    `refs/remotes/NAME/REF`.
+//!
+//! Transient failures (timeouts, 5xx, cut connections, a transfer slower
+//! than the low-speed limit) are retried with backoff, then the next mirror
+//! is tried ([`crate::retry`]). Bodies are capped (declared sizes checked
+//! before reading, actual sizes while reading).
+//!
+//! [`Closure`]: treectl_store::closure::Closure
+
+mod commit;
+mod fetch;
+mod index;
+mod stage;
+mod verify;
+mod walk;
+
+use std::time::{Duration, Instant};
+
+use treectl_release::remote::{self, TrustState};
+use treectl_store::refs::RefName;
+use treectl_store::store::{LockKind, RepoLock};
+use treectl_store::{ObjectId, Repo};
+
+use crate::client::{HttpPolicy, LowSpeed};
+use crate::error::TransportError;
+use crate::progress::Progress;
+use crate::retry::RetryPolicy;
+use crate::source::{HttpSource, HttpSourceOptions};
+
+pub use index::{check_trust, verify_index};
+
+/// Settings of one pull.
+#[derive(Clone, Debug)]
+pub struct PullOptions {
+    /// Requests in flight at once.
+    pub jobs: usize,
+    /// Limit for a request to be sent and answered, and for each wait on
+    /// its body ([`HttpPolicy::request_timeout`]).
+    pub timeout: Duration,
+    pub connect_timeout: Duration,
+    /// A transfer slower than this many bytes per second over
+    /// `low_speed_time` is aborted (and retried).
+    pub low_speed_limit: u64,
+    pub low_speed_time: Duration,
+    /// Retries of a transient failure per source, with doubling backoff.
+    pub retries: u32,
+    pub retry_delay: Duration,
+    pub max_index_bytes: u64,
+    /// Largest object, both as sent and (files) uncompressed.
+    pub max_object_bytes: u64,
+    /// File objects per transaction: what an interrupted pull keeps.
+    pub commit_every: usize,
+    /// Use plain GETs even when the server offers the batched fetch.
+    pub no_batch: bool,
+    pub token: Option<String>,
+}
+
+impl Default for PullOptions {
+    fn default() -> Self {
+        let http = HttpPolicy::default();
+        let retry = RetryPolicy::default();
+        PullOptions {
+            jobs: 8,
+            timeout: http.request_timeout,
+            connect_timeout: http.connect_timeout,
+            low_speed_limit: http.low_speed.limit,
+            low_speed_time: http.low_speed.time,
+            retries: retry.retries,
+            retry_delay: retry.first_delay,
+            max_index_bytes: 16 << 20,
+            max_object_bytes: 1 << 30,
+            commit_every: 2000,
+            no_batch: false,
+            token: None,
+        }
+    }
+}
+
+impl PullOptions {
+    /// The HTTP policy these options ask for.
+    pub fn http_policy(&self) -> HttpPolicy {
+        HttpPolicy {
+            connect_timeout: self.connect_timeout,
+            request_timeout: self.timeout,
+            low_speed: LowSpeed {
+                limit: self.low_speed_limit,
+                time: self.low_speed_time,
+            },
+            // One idle connection per worker, and as many again for the
+            // moment a batch ends and the next begins.
+            pool_max_idle_per_host: self.jobs.max(1) * 2,
+        }
+    }
+
+    /// The retry policy these options ask for.
+    pub fn retry_policy(&self) -> RetryPolicy {
+        RetryPolicy {
+            retries: self.retries,
+            first_delay: self.retry_delay,
+            ..RetryPolicy::default()
+        }
+    }
+
+    fn source_options(&self) -> HttpSourceOptions {
+        HttpSourceOptions {
+            http: self.http_policy(),
+            retry: self.retry_policy(),
+            jobs: self.jobs.max(1),
+            max_object_bytes: self.max_object_bytes,
+            no_batch: self.no_batch,
+            token: self.token.clone(),
+        }
+    }
+}
+
+/// What a pull did.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct PullOutcome {
+    pub remote: String,
+    #[serde(rename = "ref")]
+    pub ref_name: String,
+    pub commit: ObjectId,
+    /// The accepted index's serial.
+    pub serial: u64,
+    /// The version the publisher gave this commit, if any.
+    pub version: Option<String>,
+    /// The remote ref already named this commit.
+    pub unchanged: bool,
+    pub objects_fetched: u64,
+    pub bytes_fetched: u64,
+    pub seconds: f64,
+}
+
+impl PullOutcome {
+    /// Whether the pull brought a commit the remote ref did not name yet:
+    /// what an upgrade waits for.
+    pub fn is_new(&self) -> bool {
+        !self.unchanged
+    }
+}
+
+/// Pulls `remote_name:ref_name` into `repo`.
+pub fn pull(
+    repo: &Repo,
+    remote_name: &str,
+    ref_name: &RefName,
+    opts: &PullOptions,
+    progress: &dyn Progress,
+) -> Result<PullOutcome, TransportError> {
+    let started = Instant::now();
+    let remote = remote::get_remote(repo, remote_name)?;
+    let trust = TrustState::load(repo, remote_name)?;
+    let counters = progress.counters();
+    let mut source = HttpSource::new(remote.sources(), opts.source_options(), counters)?;
+    let target = format!("{remote_name}:{ref_name}");
+    let accepted = index::accept(&source, &remote, &trust, ref_name, opts.max_index_bytes)?;
+    let commit_id = accepted.entry.commit;
+    let where_ = format!("pulling {target}");
+    verify::commit_signature(&source, accepted.source, &remote, ref_name, &commit_id)
+        .map_err(|e| e.context(&where_))?;
+
+    let already = treectl_store::refs::try_read_remote_ref(repo, remote_name, ref_name)?;
+    source.probe();
+    // Prune waits until this pull is done, so nothing it relies on goes.
+    let _lock = RepoLock::acquire(repo.path(), LockKind::Shared)?;
+    let staging = stage::Staging::open(repo, remote_name)?;
+    let walked = walk::walk(repo, &source, &staging, &commit_id, counters, &where_)?;
+    progress.phase("objects");
+    let files = fetch::files(repo, &source, &walked.files, opts, counters, &where_)?;
+    stage::store(repo, &walked)?;
+    commit::record(repo, remote_name, ref_name, &trust, &accepted)?;
+    staging.remove()?;
+    progress.finish();
+    Ok(PullOutcome {
+        remote: remote_name.to_owned(),
+        ref_name: ref_name.to_string(),
+        commit: commit_id,
+        serial: accepted.index.serial,
+        version: accepted.entry.version.clone(),
+        unchanged: already == Some(commit_id),
+        objects_fetched: walked.fetched + files,
+        bytes_fetched: counters.bytes.load(std::sync::atomic::Ordering::Relaxed),
+        seconds: started.elapsed().as_secs_f64(),
+    })
+}
+
+/// Parses `NAME:REF`.
+pub fn parse_target(target: &str) -> Result<(String, RefName), TransportError> {
+    let (name, r) = target.split_once(':').ok_or_else(|| {
+        TransportError::Usage(format!(
+            "{target:?} is not REMOTE:REF (for example origin:os/stable)"
+        ))
+    })?;
+    remote::validate_name(name)?;
+    Ok((name.to_owned(), RefName::new(r)?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn targets() {
+        let (n, r) = parse_target("origin:os/stable").expect("valid");
+        assert_eq!((n.as_str(), r.as_str()), ("origin", "os/stable"));
+        assert!(parse_target("os/stable").is_err());
+        assert!(parse_target("a/b:os").is_err());
+    }
+
+    #[test]
+    fn options_make_the_policies() {
+        let o = PullOptions::default();
+        assert_eq!(o.http_policy().request_timeout, Duration::from_secs(300));
+        assert_eq!(o.http_policy().pool_max_idle_per_host, 16);
+        assert_eq!(o.retry_policy(), RetryPolicy::default());
+    }
+}

@@ -1,0 +1,194 @@
+//! Step 3: the walk. The store's [`Closure`] walks the commit's trees level
+//! by level; each level's trees and dirmetas that the repository lacks are
+//! fetched in one batch (or taken from an interrupted pull's staging),
+//! verified and staged. Trees already in the store have their whole
+//! closure there, so the walk skips them. What the walk finds missing is
+//! what the later steps fetch and store.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+
+use treectl_store::closure::Closure;
+use treectl_store::object::{Commit, Tree};
+use treectl_store::store::verify_wire_form;
+use treectl_store::{failpoint, ObjectId, ObjectKind, Repo};
+use treectl_wire::ObjectRef;
+
+use super::stage::Staging;
+use crate::error::TransportError;
+use crate::progress::Counters;
+use crate::source::ObjectSource;
+
+/// Deeper trees are refused: a hostile remote could otherwise make the
+/// walk go on without end.
+const MAX_DEPTH: usize = 4096;
+
+/// What the walk found.
+pub(super) struct Walked {
+    /// The pulled commit.
+    pub commit: ObjectRef,
+    /// Every object reached (trees in the store skipped).
+    pub closure: Closure,
+    /// The commit, trees and dirmetas the store lacks...
+    pub need: HashSet<ObjectRef>,
+    /// ...and their verified bytes.
+    pub metas: HashMap<ObjectRef, Vec<u8>>,
+    /// The file objects the store lacks, in the order found.
+    pub files: Vec<ObjectRef>,
+    /// Objects fetched (not taken from staging).
+    pub fetched: u64,
+}
+
+/// Fetches and stages a level's metadata: the shared state of a walk.
+struct Walker<'a> {
+    repo: &'a Repo,
+    source: &'a dyn ObjectSource,
+    staging: &'a Staging,
+    counters: &'a Counters,
+    metas: Mutex<HashMap<ObjectRef, Vec<u8>>>,
+    fetched: AtomicU64,
+}
+
+/// Walks `commit`'s closure in `repo`, fetching what it lacks of the
+/// metadata from `source`.
+pub(super) fn walk(
+    repo: &Repo,
+    source: &dyn ObjectSource,
+    staging: &Staging,
+    commit: &ObjectId,
+    counters: &Counters,
+    where_: &str,
+) -> Result<Walked, TransportError> {
+    let w = Walker {
+        repo,
+        source,
+        staging,
+        counters,
+        metas: Mutex::new(HashMap::new()),
+        fetched: AtomicU64::new(0),
+    };
+    let commit_ref = ObjectRef {
+        id: *commit,
+        kind: ObjectKind::Commit,
+    };
+    let mut need = HashSet::new();
+    let root = if repo.has_object(commit, ObjectKind::Commit) {
+        repo.read_commit(commit)?
+    } else {
+        w.get(&[commit_ref], where_)?;
+        need.insert(commit_ref);
+        let data = w.metas.lock().expect("metas poisoned")[&commit_ref].clone();
+        Commit::decode(&data).map_err(|err| TransportError::Decode {
+            what: "commit",
+            id: *commit,
+            err,
+        })?
+    };
+    let mut closure = Closure::new();
+    closure.add_root(root.root_tree, root.root_meta, *commit);
+    let files = w.levels(&mut closure, &mut need, where_)?;
+    Ok(Walked {
+        commit: commit_ref,
+        closure,
+        need,
+        metas: w.metas.into_inner().expect("metas poisoned"),
+        files,
+        fetched: w.fetched.into_inner(),
+    })
+}
+
+impl Walker<'_> {
+    /// Walks level by level until no tree is pending; returns the files
+    /// the store lacks.
+    fn levels(
+        &self,
+        closure: &mut Closure,
+        need: &mut HashSet<ObjectRef>,
+        where_: &str,
+    ) -> Result<Vec<ObjectRef>, TransportError> {
+        let mut files = Vec::new();
+        let mut seen = 0;
+        for depth in 1.. {
+            let trees = closure.take_pending();
+            let reached = closure.objects()[seen..].to_vec();
+            seen = closure.len();
+            if trees.is_empty() {
+                // Only files can be new once no tree is pending.
+                files.extend(reached.into_iter().filter_map(|o| self.lacks(o)));
+                break;
+            }
+            if depth > MAX_DEPTH {
+                return Err(TransportError::TooDeep(MAX_DEPTH).context(where_));
+            }
+            let mut level = Vec::new();
+            for obj in reached.into_iter().filter_map(|o| self.lacks(o)) {
+                match obj.kind {
+                    ObjectKind::File => files.push(obj),
+                    _ => {
+                        need.insert(obj);
+                        level.push(obj);
+                    }
+                }
+            }
+            self.get(&level, where_)?;
+            let metas = self.metas.lock().expect("metas poisoned");
+            for id in trees {
+                let obj = ObjectRef {
+                    id,
+                    kind: ObjectKind::Tree,
+                };
+                match metas.get(&obj) {
+                    Some(data) => closure.add_tree(id, &decode_tree(&id, data)?),
+                    // In the store, with its whole closure.
+                    None => closure.skip_tree(id),
+                }
+            }
+        }
+        Ok(files)
+    }
+
+    /// `obj` as an object ref, if the store lacks it.
+    fn lacks(&self, (id, kind): (ObjectId, ObjectKind)) -> Option<ObjectRef> {
+        (!self.repo.has_object(&id, kind)).then_some(ObjectRef { id, kind })
+    }
+
+    /// Makes `objs` available in `metas`: from the staging of an earlier
+    /// pull, else fetched, verified and staged.
+    fn get(&self, objs: &[ObjectRef], where_: &str) -> Result<(), TransportError> {
+        let mut fetch = Vec::new();
+        for obj in objs {
+            match self.staging.load(obj) {
+                Some(d) => {
+                    self.metas.lock().expect("metas poisoned").insert(*obj, d);
+                }
+                None => fetch.push(*obj),
+            }
+        }
+        self.counters
+            .objects_total
+            .fetch_add(fetch.len() as u64, Ordering::Relaxed);
+        self.source
+            .fetch(&fetch, &|obj, data| self.keep(obj, data))
+            .map_err(|e| e.context(where_))
+    }
+
+    /// The sink: verifies, stages and keeps one fetched object.
+    fn keep(&self, obj: ObjectRef, data: Vec<u8>) -> Result<(), TransportError> {
+        verify_wire_form(&obj.id, obj.kind, &data)?;
+        self.staging.save(&obj, &data)?;
+        self.fetched.fetch_add(1, Ordering::Relaxed);
+        self.counters.objects_done.fetch_add(1, Ordering::Relaxed);
+        self.metas.lock().expect("metas poisoned").insert(obj, data);
+        failpoint::hit("pull-object");
+        Ok(())
+    }
+}
+
+fn decode_tree(id: &ObjectId, data: &[u8]) -> Result<Tree, TransportError> {
+    Tree::decode(data).map_err(|err| TransportError::Decode {
+        what: "tree",
+        id: *id,
+        err,
+    })
+}

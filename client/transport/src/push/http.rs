@@ -1,0 +1,119 @@
+//! A treectl server as a publish target: `/v1/objects/missing`, pack
+//! uploads to `/v1/objects`, `/v1/publish`, `/v1/revert`, `/v1/history`.
+
+use treectl_release::publish::HistoryEntry;
+use treectl_store::refs::RefName;
+use treectl_store::{ObjectId, Repo};
+use treectl_wire::{
+    write_pack_end, write_pack_record, write_pack_start, HistoryResponse, MissingRequest,
+    MissingResponse, ObjectRef, PublishRequest, PublishResponse, RevertRequest, UploadResponse,
+};
+
+use super::{PublishTarget, Uploaded};
+use crate::error::TransportError;
+use crate::http::HttpRemote;
+
+/// Objects per "which do you lack" request.
+const MISSING_BATCH: usize = 20_000;
+/// Upload packs are cut at about this many bytes.
+const PACK_TARGET_BYTES: usize = 32 << 20;
+
+/// A server, by its API client.
+pub struct HttpTarget {
+    remote: HttpRemote,
+}
+
+impl HttpTarget {
+    pub fn new(remote: HttpRemote) -> HttpTarget {
+        HttpTarget { remote }
+    }
+
+    /// Ends `pack` and uploads it, if it holds anything.
+    fn flush(&self, pack: &mut Vec<u8>, up: &mut Uploaded) -> Result<(), TransportError> {
+        if pack.is_empty() {
+            return Ok(());
+        }
+        write_pack_end(pack).expect("writing to a Vec");
+        up.bytes += pack.len() as u64;
+        let resp: UploadResponse =
+            self.remote
+                .post_pack("/v1/objects", std::mem::take(pack), "uploading objects")?;
+        up.stored += resp.stored;
+        Ok(())
+    }
+}
+
+impl PublishTarget for HttpTarget {
+    fn missing(&self, objects: &[ObjectRef]) -> Result<Vec<ObjectRef>, TransportError> {
+        let mut out = Vec::new();
+        for chunk in objects.chunks(MISSING_BATCH) {
+            let resp: MissingResponse = self.remote.post_json(
+                "/v1/objects/missing",
+                &MissingRequest {
+                    objects: chunk.to_vec(),
+                },
+                "asking which objects the server lacks",
+            )?;
+            out.extend(resp.missing);
+        }
+        Ok(out)
+    }
+
+    fn upload(&self, src: &Repo, objects: &[ObjectRef]) -> Result<Uploaded, TransportError> {
+        let mut up = Uploaded::default();
+        let mut pack = Vec::new();
+        for o in objects {
+            if pack.is_empty() {
+                write_pack_start(&mut pack).expect("writing to a Vec");
+            }
+            let data = src.read_wire_form(&o.id, o.kind)?;
+            write_pack_record(&mut pack, o.kind, &o.id, &data).expect("writing to a Vec");
+            if pack.len() >= PACK_TARGET_BYTES {
+                self.flush(&mut pack, &mut up)?;
+            }
+        }
+        self.flush(&mut pack, &mut up)?;
+        Ok(up)
+    }
+
+    fn publish(
+        &self,
+        name: &RefName,
+        commit: &ObjectId,
+    ) -> Result<PublishResponse, TransportError> {
+        self.remote.post_json(
+            "/v1/publish",
+            &PublishRequest {
+                ref_name: name.to_string(),
+                commit: *commit,
+            },
+            &format!("publishing {name}"),
+        )
+    }
+
+    fn revert(
+        &self,
+        name: &RefName,
+        to: Option<&str>,
+        reason: &str,
+    ) -> Result<PublishResponse, TransportError> {
+        self.remote.post_json(
+            "/v1/revert",
+            &RevertRequest {
+                ref_name: name.to_string(),
+                to: to.map(str::to_owned),
+                reason: reason.to_owned(),
+            },
+            &format!("reverting {name}"),
+        )
+    }
+
+    fn history(&self, name: &RefName) -> Result<Vec<HistoryEntry>, TransportError> {
+        let resp: HistoryResponse = self.remote.get_json(
+            "/v1/history",
+            &[("ref", name.as_str())],
+            &format!("reading the history of {name}"),
+        )?;
+        Ok(resp.entries)
+    }
+}

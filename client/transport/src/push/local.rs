@@ -1,0 +1,86 @@
+//! A repository on this machine as a publish target: objects are copied
+//! in one transaction, and publishes and reverts run the release crate's
+//! [`Publisher`] in place (signing with the given key).
+
+use treectl_release::publish::{self, HistoryEntry, Publisher};
+use treectl_release::sign::SecretKey;
+use treectl_release::summary::DEFAULT_VALIDITY_SECS;
+use treectl_store::refs::RefName;
+use treectl_store::store::Transaction;
+use treectl_store::{ObjectId, Repo};
+use treectl_wire::{ObjectRef, PublishResponse};
+
+use super::{PublishTarget, Uploaded};
+use crate::error::TransportError;
+
+/// A local repository, the key that signs what is published there, and
+/// who the history says did it.
+pub struct LocalTarget {
+    repo: Repo,
+    key: Option<SecretKey>,
+    who: String,
+}
+
+impl LocalTarget {
+    pub fn new(repo: Repo, key: Option<SecretKey>, who: String) -> LocalTarget {
+        LocalTarget { repo, key, who }
+    }
+
+    fn publisher(&self) -> Publisher<'_> {
+        Publisher {
+            repo: &self.repo,
+            key: self.key.as_ref(),
+            validity_secs: DEFAULT_VALIDITY_SECS,
+        }
+    }
+}
+
+impl PublishTarget for LocalTarget {
+    fn missing(&self, objects: &[ObjectRef]) -> Result<Vec<ObjectRef>, TransportError> {
+        Ok(objects
+            .iter()
+            .filter(|o| !self.repo.has_object(&o.id, o.kind))
+            .copied()
+            .collect())
+    }
+
+    fn upload(&self, src: &Repo, objects: &[ObjectRef]) -> Result<Uploaded, TransportError> {
+        let txn = Transaction::begin(&self.repo)?;
+        let mut up = Uploaded::default();
+        for o in objects {
+            let data = src.read_wire_form(&o.id, o.kind)?;
+            up.bytes += data.len() as u64;
+            if txn.write_wire_form(&o.id, o.kind, &data)? {
+                up.stored += 1;
+            }
+        }
+        txn.commit(&[])?;
+        Ok(up)
+    }
+
+    fn publish(
+        &self,
+        name: &RefName,
+        commit: &ObjectId,
+    ) -> Result<PublishResponse, TransportError> {
+        let out = self.publisher().publish(name, commit, &self.who)?;
+        Ok(PublishResponse::from(&out.entry))
+    }
+
+    fn revert(
+        &self,
+        name: &RefName,
+        to: Option<&str>,
+        reason: &str,
+    ) -> Result<PublishResponse, TransportError> {
+        let out = self.publisher().revert(name, to, reason, &self.who)?;
+        Ok(PublishResponse::from(&out.entry))
+    }
+
+    fn history(&self, name: &RefName) -> Result<Vec<HistoryEntry>, TransportError> {
+        Ok(publish::read_history(&self.repo)?
+            .into_iter()
+            .filter(|e| e.ref_name == name.as_str())
+            .collect())
+    }
+}

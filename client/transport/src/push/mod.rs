@@ -1,0 +1,146 @@
+//! Pushing, publishing and reverting: where a release goes. A
+//! [`PublishTarget`] is a treectl server ([`HttpTarget`], its `/v1/` API)
+//! or a repository on this machine ([`LocalTarget`], published in place by
+//! [`treectl_release::publish::Publisher`]); [`open_target`] picks one
+//! from what the user typed. A push is [`PushPlan::new`] (the commit's
+//! closure, which must be complete locally) then [`PushPlan::send`] (ask
+//! which objects the target lacks, upload them children first, publish).
+
+mod http;
+mod local;
+
+pub use http::HttpTarget;
+pub use local::LocalTarget;
+
+use std::path::Path;
+
+use treectl_release::publish::{self, HistoryEntry};
+use treectl_release::sign::SecretKey;
+use treectl_store::refs::{self, RefName};
+use treectl_store::{ObjectId, Repo};
+use treectl_wire::{ObjectRef, PublishResponse};
+
+use crate::error::TransportError;
+use crate::http::{is_url, HttpRemote};
+use crate::token::read_token;
+
+/// Where pushes, publishes and reverts go.
+pub trait PublishTarget {
+    /// The objects of `objects` the target lacks.
+    fn missing(&self, objects: &[ObjectRef]) -> Result<Vec<ObjectRef>, TransportError>;
+    /// Sends `objects` (in order: children first) from `src`.
+    fn upload(&self, src: &Repo, objects: &[ObjectRef]) -> Result<Uploaded, TransportError>;
+    /// Publishes `commit` (already there) as `name`.
+    fn publish(&self, name: &RefName, commit: &ObjectId)
+        -> Result<PublishResponse, TransportError>;
+    /// Reverts `name` to `to` (default: the head published before).
+    fn revert(
+        &self,
+        name: &RefName,
+        to: Option<&str>,
+        reason: &str,
+    ) -> Result<PublishResponse, TransportError>;
+    /// `name`'s publishes and reverts, oldest first.
+    fn history(&self, name: &RefName) -> Result<Vec<HistoryEntry>, TransportError>;
+}
+
+/// What an upload did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Uploaded {
+    /// Objects the target stored (it may have had some already).
+    pub stored: usize,
+    /// Bytes sent (or copied).
+    pub bytes: u64,
+}
+
+/// Opens `target`: a server by `http(s)://` URL (with the token from
+/// `token_file` or `$TREECTL_TOKEN`), else a repository path (whose index
+/// and commits `sign_key` signs).
+pub fn open_target(
+    target: &str,
+    token_file: Option<&Path>,
+    sign_key: Option<&Path>,
+) -> Result<Box<dyn PublishTarget>, TransportError> {
+    if is_url(target) {
+        if sign_key.is_some() {
+            return Err(TransportError::Usage(
+                "--sign-key is for local repository targets; a server signs with its own key (treectl serve --sign-key)".into(),
+            ));
+        }
+        let remote = HttpRemote::new(target, read_token(token_file)?)?;
+        return Ok(Box::new(HttpTarget::new(remote)));
+    }
+    let repo = Repo::open(Path::new(target)).map_err(|e| {
+        TransportError::from(e).context(format!("opening the target repository {target}"))
+    })?;
+    let key = sign_key.map(SecretKey::load).transpose()?;
+    let who = std::env::var("USER").unwrap_or_else(|_| "local".into());
+    Ok(Box::new(LocalTarget::new(repo, key, who)))
+}
+
+/// A commit to push: its id and its closure in upload order.
+#[derive(Clone, Debug)]
+pub struct PushPlan {
+    pub name: RefName,
+    pub commit: ObjectId,
+    /// Every object the commit needs, children first, the commit last.
+    pub objects: Vec<ObjectRef>,
+}
+
+/// What a push did.
+#[derive(Clone, Debug)]
+pub struct PushOutcome {
+    pub published: PublishResponse,
+    /// Objects in the commit's closure.
+    pub objects: usize,
+    /// Objects the target lacked and was sent.
+    pub uploaded: usize,
+    pub stored: usize,
+    pub bytes: u64,
+}
+
+impl PushPlan {
+    /// The closure of `name`'s commit in `src`, which must be complete.
+    pub fn new(src: &Repo, name: &RefName) -> Result<PushPlan, TransportError> {
+        let commit = refs::read_ref(src, name)?;
+        let closure = publish::commit_closure(src, &commit)?;
+        if let Some(&(first, first_kind)) = closure.missing.first() {
+            return Err(TransportError::Incomplete {
+                commit,
+                ref_name: name.to_string(),
+                repo: src.path().to_owned(),
+                first,
+                first_kind,
+                more: closure.missing.len() - 1,
+            });
+        }
+        let objects = closure
+            .objects
+            .iter()
+            .map(|&(id, kind)| ObjectRef { id, kind })
+            .collect();
+        Ok(PushPlan {
+            name: name.clone(),
+            commit,
+            objects,
+        })
+    }
+
+    /// Uploads what `target` lacks, then publishes the commit.
+    pub fn send(
+        &self,
+        src: &Repo,
+        target: &dyn PublishTarget,
+    ) -> Result<PushOutcome, TransportError> {
+        let missing = target.missing(&self.objects)?;
+        let up = target.upload(src, &missing)?;
+        let published = target.publish(&self.name, &self.commit)?;
+        Ok(PushOutcome {
+            published,
+            objects: self.objects.len(),
+            uploaded: missing.len(),
+            stored: up.stored,
+            bytes: up.bytes,
+        })
+    }
+}

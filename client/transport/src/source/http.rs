@@ -1,0 +1,321 @@
+//! A remote's URL and mirrors as an object source: one keep-alive client,
+//! the sources tried in order, the batched `/v1/objects/fetch` where a
+//! server offers it and plain GETs of the archive layout (static mirrors)
+//! otherwise. Transient failures are retried ([`RetryPolicy`]); a source
+//! that keeps failing is marked dead and the next one is tried.
+
+use std::io;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use reqwest::blocking::{Client, RequestBuilder, Response};
+use treectl_store::store::relative_object_path;
+use treectl_store::RepoMode;
+use treectl_wire::{FetchRequest, HealthResponse, ObjectRef, PackReader};
+
+use super::{ObjectSource, Sink};
+use crate::body::{read_capped, Metered};
+use crate::client::{HttpPolicy, LowSpeed};
+use crate::error::{root_cause, TransportError};
+use crate::parallel::{in_parallel, Stop};
+use crate::progress::Counters;
+use crate::retry::RetryPolicy;
+
+/// Settings of an [`HttpSource`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HttpSourceOptions {
+    pub http: HttpPolicy,
+    pub retry: RetryPolicy,
+    /// Requests in flight at once.
+    pub jobs: usize,
+    /// Largest object, as sent.
+    pub max_object_bytes: u64,
+    /// Use plain GETs even when a server offers the batched fetch.
+    pub no_batch: bool,
+    pub token: Option<String>,
+}
+
+/// A remote's sources (its URL, then its mirrors).
+pub struct HttpSource<'a> {
+    client: Client,
+    sources: Vec<String>,
+    /// Sources that exhausted their retries on a transient failure.
+    dead: Vec<AtomicBool>,
+    /// Whether each source offers `/v1/objects/fetch`.
+    batched: Vec<bool>,
+    opts: HttpSourceOptions,
+    counters: &'a Counters,
+}
+
+impl<'a> HttpSource<'a> {
+    pub fn new(
+        sources: Vec<String>,
+        opts: HttpSourceOptions,
+        counters: &'a Counters,
+    ) -> Result<Self, TransportError> {
+        let n = sources.len();
+        Ok(HttpSource {
+            client: opts.http.client()?,
+            sources,
+            dead: (0..n).map(|_| AtomicBool::new(false)).collect(),
+            batched: vec![false; n],
+            opts,
+            counters,
+        })
+    }
+
+    /// The sources' base URLs, in the order they are tried.
+    pub fn sources(&self) -> &[String] {
+        &self.sources
+    }
+
+    fn low_speed(&self) -> LowSpeed {
+        self.opts.http.low_speed
+    }
+
+    fn request(&self, req: RequestBuilder) -> RequestBuilder {
+        self.counters.requests.fetch_add(1, Ordering::Relaxed);
+        match &self.opts.token {
+            Some(t) => req.bearer_auth(t),
+            None => req,
+        }
+    }
+
+    /// Asks each source whether it is a treectl server with the batched
+    /// fetch (`/v1/health` answers); static mirrors answer 404.
+    pub fn probe(&mut self) {
+        if self.opts.no_batch {
+            return;
+        }
+        let wait = self
+            .opts
+            .http
+            .connect_timeout
+            .min(self.opts.http.request_timeout);
+        for i in 0..self.sources.len() {
+            let url = format!("{}/v1/health", self.sources[i]);
+            self.batched[i] = self
+                .request(self.client.get(&url))
+                .timeout(wait)
+                .send()
+                .ok()
+                .filter(|r| r.status().is_success())
+                .and_then(|r| read_capped(r, 64 << 10, self.low_speed(), Some(self.counters)).ok())
+                .and_then(|b| serde_json::from_slice::<HealthResponse>(&b).ok())
+                .is_some_and(|h| h.status == "ok");
+        }
+    }
+
+    /// One GET of `path` from source `src`, body capped at `cap`.
+    fn get_once(&self, src: usize, path: &str, cap: u64) -> Result<Vec<u8>, TransportError> {
+        let url = format!("{}{path}", self.sources[src]);
+        let resp = self
+            .request(self.client.get(&url))
+            .send()
+            .map_err(|e| send_error(&url, e))?;
+        let resp = check_status(&url, resp)?;
+        read_capped(resp, cap, self.low_speed(), Some(self.counters)).map_err(|e| e.context(&url))
+    }
+
+    /// GET `path` (`/…`) from source `src`, retrying transient failures.
+    pub fn get(&self, src: usize, path: &str, cap: u64) -> Result<Vec<u8>, TransportError> {
+        self.opts.retry.run(|| self.get_once(src, path, cap))
+    }
+
+    /// Fetches one object's wire form into `sink`, trying every live
+    /// source in order; returns the first source's failure.
+    fn fetch_object(&self, obj: ObjectRef, sink: &Sink) -> Result<(), TransportError> {
+        let path = format!(
+            "/{}",
+            relative_object_path(&obj.id, obj.kind, RepoMode::Archive)
+        );
+        let mut first: Option<TransportError> = None;
+        for src in self.live_order() {
+            let result = self
+                .get(src, &path, self.opts.max_object_bytes)
+                .and_then(|data| {
+                    sink(obj, data).map_err(|e| TransportError::BadObject {
+                        url: self.sources[src].clone(),
+                        err: Box::new(e),
+                    })
+                });
+            match result {
+                Ok(()) => return Ok(()),
+                Err(e) => {
+                    if e.is_transient() {
+                        self.dead[src].store(true, Ordering::Relaxed);
+                    }
+                    first.get_or_insert(e);
+                }
+            }
+        }
+        Err(first.expect("at least one source"))
+    }
+
+    /// The sources not marked dead (all of them when every one is).
+    fn live_order(&self) -> Vec<usize> {
+        let live: Vec<usize> = (0..self.sources.len())
+            .filter(|&i| !self.dead[i].load(Ordering::Relaxed))
+            .collect();
+        if live.is_empty() {
+            (0..self.sources.len()).collect()
+        } else {
+            live
+        }
+    }
+
+    /// Fetches `objs` from source `src` as one batched pack. Returns how
+    /// many arrived (a prefix of `objs`) and why the rest did not.
+    fn fetch_pack_once(
+        &self,
+        src: usize,
+        objs: &[ObjectRef],
+        sink: &Sink,
+    ) -> (usize, Option<TransportError>) {
+        let url = format!("{}/v1/objects/fetch", self.sources[src]);
+        let body = serde_json::to_vec(&FetchRequest {
+            objects: objs.to_vec(),
+        })
+        .expect("fetch request serializes");
+        let sent = self
+            .request(self.client.post(&url))
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(body)
+            .send()
+            .map_err(|e| send_error(&url, e))
+            .and_then(|r| check_status(&url, r));
+        let resp = match sent {
+            Ok(r) => r,
+            Err(e) => return (0, Some(e)),
+        };
+        // Buffered: a record's tag, id and length are small reads.
+        let metered = Metered::new(resp, self.low_speed(), Some(self.counters));
+        let reader = io::BufReader::with_capacity(256 << 10, metered);
+        let mut pack = PackReader::new(reader, self.opts.max_object_bytes);
+        for (done, want) in objs.iter().enumerate() {
+            if let Err(e) = next_object(&mut pack, &url, want, sink) {
+                return (done, Some(e));
+            }
+        }
+        (objs.len(), None)
+    }
+
+    /// Fetches `objs`: batched from the first live batching source (with
+    /// retries), then per-object GETs (with failover) for whatever is left.
+    fn fetch_chunk(
+        &self,
+        objs: &[ObjectRef],
+        sink: &Sink,
+        stop: &Stop,
+    ) -> Result<(), TransportError> {
+        let mut rest = objs;
+        if let Some(src) = (0..self.sources.len())
+            .find(|&i| self.batched[i] && !self.dead[i].load(Ordering::Relaxed))
+        {
+            let batched = self.opts.retry.run(|| {
+                if rest.is_empty() || stop.is_set() {
+                    return Ok(());
+                }
+                let (done, err) = self.fetch_pack_once(src, rest, sink);
+                rest = &rest[done..];
+                err.map_or(Ok(()), Err)
+            });
+            // Transient to the end: this source is dead. Anything else (a
+            // bad object): fetch the rest one by one, from every source in
+            // turn, and report if none has it right.
+            if batched.is_err_and(|e| e.is_transient()) {
+                self.dead[src].store(true, Ordering::Relaxed);
+            }
+        }
+        for obj in rest {
+            if stop.is_set() {
+                return Err(TransportError::Stopped);
+            }
+            self.fetch_object(*obj, sink)?;
+        }
+        Ok(())
+    }
+
+    /// Objects per worker's request: small enough to keep every worker
+    /// busy to the end (a few per worker, so no worker is left alone with
+    /// a long tail), large enough that a batched request carries many.
+    fn chunk_size(&self, n: usize) -> usize {
+        let jobs = self.opts.jobs.max(1);
+        if self.batched.iter().any(|b| *b) {
+            (n / (jobs * 4)).clamp(16.min(n.div_ceil(jobs)).max(1), 256)
+        } else {
+            1
+        }
+    }
+}
+
+impl ObjectSource for HttpSource<'_> {
+    fn fetch(&self, objs: &[ObjectRef], sink: &Sink) -> Result<(), TransportError> {
+        let chunk = self.chunk_size(objs.len());
+        in_parallel(self.opts.jobs, objs, chunk, |c, stop| {
+            self.fetch_chunk(c, sink, stop)
+        })
+    }
+}
+
+/// Reads the pack's next record, which must be `want`, into `sink`.
+fn next_object<R: io::Read>(
+    pack: &mut PackReader<R>,
+    url: &str,
+    want: &ObjectRef,
+    sink: &Sink,
+) -> Result<(), TransportError> {
+    let (kind, id, data) = match pack.next_record() {
+        Ok(Some(record)) => record,
+        Ok(None) => {
+            return Err(TransportError::PackEnded {
+                url: url.to_owned(),
+            })
+        }
+        Err(err) => {
+            return Err(TransportError::Pack {
+                url: url.to_owned(),
+                err,
+            })
+        }
+    };
+    let what = format!("{} object {}", want.kind, want.id);
+    if kind != want.kind || id != want.id {
+        return Err(TransportError::WrongObject {
+            url: url.to_owned(),
+            kind,
+            id,
+            want: what,
+        });
+    }
+    sink(*want, data).map_err(|e| TransportError::BadPackObject {
+        what,
+        url: url.to_owned(),
+        err: Box::new(e),
+    })
+}
+
+fn send_error(url: &str, e: reqwest::Error) -> TransportError {
+    let what = if e.is_timeout() {
+        "timed out"
+    } else if e.is_connect() {
+        "cannot connect"
+    } else {
+        "failed"
+    };
+    TransportError::Request {
+        url: url.to_owned(),
+        what,
+        cause: root_cause(&e),
+    }
+}
+
+fn check_status(url: &str, resp: Response) -> Result<Response, TransportError> {
+    let status = resp.status();
+    if status.is_success() {
+        return Ok(resp);
+    }
+    Err(TransportError::Status {
+        url: url.to_owned(),
+        status: status.as_u16(),
+    })
+}

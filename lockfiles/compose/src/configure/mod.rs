@@ -1,0 +1,396 @@
+//! The configure step: turns a merged tree of Debian packages into a
+//! working system, as debootstrap and mmdebstrap do, reproducibly.
+//!
+//! It works on a writable checkout of the merged tree (the caller checks it
+//! out and commits the result):
+//!
+//! 1. every timestamp in the tree is set to the compose timestamp, so what
+//!    scripts derive from mtimes (`.pyc` headers) does not depend on when
+//!    the checkout was made;
+//! 2. [`dpkg_db`] writes the dpkg database: every package `unpacked`;
+//! 3. in the [`sandbox`], with a `policy-rc.d` that refuses every service
+//!    start: each package's `preinst install`, in dependency order
+//!    ([`install_order`]), then the tree's own `dpkg --configure -a` (which
+//!    runs every `postinst configure` in dpkg's order, and the triggers);
+//! 4. [`finish`] fits the result to the deployment model.
+//!
+//! Rules for scripts that are not deterministic live in [`finish`] and are
+//! listed in `docs/lockfile.md` ("Configure").
+
+pub mod cache;
+pub mod dpkg_db;
+pub mod finish;
+pub mod sandbox;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use treectl_store::{ObjectId, Repo};
+
+use sandbox::Sandbox;
+
+/// Why configuring failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigureError {
+    /// A maintainer script (or dpkg running it) failed. `tail` holds the
+    /// last lines of its output, for the log.
+    #[error("package {package}: {script} failed with {status}")]
+    Script {
+        package: String,
+        script: String,
+        status: String,
+        tail: String,
+    },
+    #[error("the configure sandbox: {reason}")]
+    Sandbox { reason: String },
+    #[error("component {component}: {reason}")]
+    Package { component: String, reason: String },
+    #[error("{op} {}: {source}", .path.display())]
+    Io {
+        op: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Repo(#[from] treectl_store::Error),
+}
+
+impl ConfigureError {
+    pub(crate) fn io<'p>(
+        op: &'static str,
+        path: &'p Path,
+    ) -> impl FnOnce(std::io::Error) -> ConfigureError + 'p {
+        move |source| ConfigureError::Io {
+            op,
+            path: path.to_owned(),
+            source,
+        }
+    }
+}
+
+/// Bumped whenever the step's output for the same input changes (it is part
+/// of the configure cache key).
+pub const CONFIGURE_VERSION: u32 = 1;
+/// Metadata key of a configured commit: the [`ConfigureReport`] as JSON
+/// (the dpkg version, the scripts that ran, the kernels indexed).
+pub const META_CONFIGURE: &str = "compose.configure";
+/// Metadata key of a configured commit: `true`.
+pub const META_CONFIGURED: &str = "compose.configured";
+/// Where the refusing `policy-rc.d` is put while scripts run.
+pub const POLICY_RC_D: &str = "usr/sbin/policy-rc.d";
+
+/// One Debian package of the composed tree: its component, its tree (for
+/// the `.list`) and its kept control members (`control`, scripts, ...).
+#[derive(Clone, Debug)]
+pub struct DebPackage {
+    pub component: String,
+    /// The component's commit (its id covers the tree and control data).
+    pub commit: ObjectId,
+    pub tree: ObjectId,
+    pub members: BTreeMap<String, Vec<u8>>,
+}
+
+impl DebPackage {
+    /// The `control` member as text.
+    pub fn control(&self) -> String {
+        self.member_text("control").unwrap_or_default()
+    }
+
+    /// A member as text, when the package has it.
+    pub fn member_text(&self, member: &str) -> Option<String> {
+        self.members
+            .get(member)
+            .map(|b| String::from_utf8_lossy(b).into_owned())
+    }
+
+    /// The `Package` field (the component name when missing).
+    pub fn package(&self) -> &str {
+        self.members
+            .get("control")
+            .and_then(|b| std::str::from_utf8(b).ok())
+            .and_then(|c| dpkg_db::field(c, "Package"))
+            .unwrap_or(&self.component)
+    }
+}
+
+/// How to configure.
+#[derive(Clone, Debug)]
+pub struct ConfigureOptions {
+    /// The compose timestamp: `SOURCE_DATE_EPOCH` and every mtime.
+    pub timestamp: i64,
+    /// The lockfile's `remove` patterns, applied when finishing.
+    pub remove: Vec<String>,
+}
+
+/// What configuring did; recorded in the composed commit's metadata.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConfigureReport {
+    /// `dpkg-query --version`'s version of the tree's dpkg.
+    pub dpkg_version: String,
+    /// The scripts that ran, in order: `<package> preinst`, then
+    /// `<package> postinst` for every package dpkg configured with one.
+    pub scripts: Vec<String>,
+    /// Kernels whose modules were indexed by depmod.
+    pub kernels: Vec<String>,
+    /// Entries written to the `/var` tmpfiles.d file.
+    pub tmpfiles_entries: usize,
+}
+
+/// The order to run `preinst` in: every package after what it
+/// (Pre-)Depends on inside the set; ties and cycles broken by name.
+pub fn install_order(packages: &[DebPackage]) -> Vec<usize> {
+    let names: BTreeMap<&str, usize> = packages
+        .iter()
+        .enumerate()
+        .map(|(i, p)| (p.package(), i))
+        .collect();
+    let deps: Vec<BTreeSet<usize>> = packages
+        .iter()
+        .map(|p| {
+            let c = p.control();
+            let mut out = BTreeSet::new();
+            for f in ["Pre-Depends", "Depends"] {
+                for alt in dpkg_db::field(&c, f).unwrap_or_default().split([',', '|']) {
+                    let name = alt.split(['(', ':', ' ']).find(|s| !s.is_empty());
+                    if let Some(&j) = name.and_then(|n| names.get(n.trim())) {
+                        out.insert(j);
+                    }
+                }
+            }
+            out
+        })
+        .collect();
+    let mut done = vec![false; packages.len()];
+    let mut order = Vec::with_capacity(packages.len());
+    while order.len() < packages.len() {
+        let ready = names
+            .values()
+            .copied()
+            .find(|&i| !done[i] && deps[i].iter().all(|&d| done[d] || d == i));
+        // A cycle: take the first package by name that is left.
+        let next = ready.unwrap_or_else(|| {
+            names
+                .values()
+                .copied()
+                .find(|&i| !done[i])
+                .expect("a package is left while the order is short")
+        });
+        done[next] = true;
+        order.push(next);
+    }
+    order
+}
+
+/// Configures the tree at `root` (a writable checkout of the merged tree
+/// of `packages` and maybe other components).
+pub fn configure(
+    repo: &Repo,
+    root: &Path,
+    packages: &[DebPackage],
+    opts: &ConfigureOptions,
+) -> Result<ConfigureReport, ConfigureError> {
+    if !Sandbox::available() {
+        return Err(ConfigureError::Sandbox {
+            reason: format!(
+                "{} cannot be run; install the Debian package bubblewrap, or set `[compose] configure = false`",
+                sandbox::BWRAP
+            ),
+        });
+    }
+    for p in packages {
+        if !p.members.contains_key("control") {
+            return Err(ConfigureError::Package {
+                component: p.component.clone(),
+                reason:
+                    "its commit has no control data (imported by an older treectl); import it again"
+                        .into(),
+            });
+        }
+    }
+    finish::set_mtimes(root, opts.timestamp)?;
+    dpkg_db::write_database(repo, root, packages)?;
+    let policy = root.join(POLICY_RC_D);
+    write_policy_rc_d(&policy)?;
+    let sandbox = Sandbox::new(root, opts.timestamp);
+    let mut report = ConfigureReport {
+        dpkg_version: dpkg_version(&sandbox)?,
+        ..Default::default()
+    };
+    for i in install_order(packages) {
+        let p = &packages[i];
+        if !p.members.contains_key("preinst") {
+            continue;
+        }
+        let script = format!(
+            "/{}/info/{}.preinst",
+            dpkg_db::DPKG_DIR,
+            dpkg_db::info_name(&p.control())
+        );
+        // What dpkg gives a maintainer script (dpkg-maintscript-helper
+        // needs it).
+        let control = p.control();
+        let arch = dpkg_db::field(&control, "Architecture").unwrap_or("all");
+        let env = [
+            ("DPKG_MAINTSCRIPT_PACKAGE", p.package()),
+            ("DPKG_MAINTSCRIPT_PACKAGE_REFCOUNT", "1"),
+            ("DPKG_MAINTSCRIPT_ARCH", arch),
+            ("DPKG_MAINTSCRIPT_NAME", "preinst"),
+            ("DPKG_RUNNING_VERSION", &report.dpkg_version),
+            ("DPKG_ADMINDIR", "/var/lib/dpkg"),
+            ("DPKG_ROOT", ""),
+        ];
+        let out = sandbox.run_with_env(&[&script, "install"], &env)?;
+        if !out.success {
+            return Err(ConfigureError::Script {
+                package: p.package().to_owned(),
+                script: "preinst".into(),
+                status: out.status.clone(),
+                tail: out.tail(),
+            });
+        }
+        report.scripts.push(format!("{} preinst", p.package()));
+    }
+    let out = sandbox.run(&["dpkg", "--configure", "-a"])?;
+    if !out.success {
+        return Err(dpkg_failure(&out));
+    }
+    let mut postinst: Vec<&str> = packages
+        .iter()
+        .filter(|p| p.members.contains_key("postinst"))
+        .map(DebPackage::package)
+        .collect();
+    postinst.sort_unstable();
+    report
+        .scripts
+        .extend(postinst.into_iter().map(|p| format!("{p} postinst")));
+    std::fs::remove_file(&policy).map_err(ConfigureError::io("removing", &policy))?;
+    finish::finish(root, &sandbox, &opts.remove, &mut report)?;
+    Ok(report)
+}
+
+fn write_policy_rc_d(path: &Path) -> Result<(), ConfigureError> {
+    use std::os::unix::fs::PermissionsExt;
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(ConfigureError::io("creating", dir))?;
+    }
+    // 101: "action forbidden by policy" (invoke-rc.d's interface).
+    std::fs::write(path, "#!/bin/sh\nexit 101\n").map_err(ConfigureError::io("writing", path))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755))
+        .map_err(ConfigureError::io("setting the mode of", path))
+}
+
+fn dpkg_version(sandbox: &Sandbox) -> Result<String, ConfigureError> {
+    let out = sandbox.run(&["dpkg-query", "--showformat=${Version}", "--show", "dpkg"])?;
+    if !out.success {
+        return Err(ConfigureError::Sandbox {
+            reason: format!(
+                "the tree has no working dpkg (is the package dpkg in the lockfile?): {}",
+                out.tail()
+            ),
+        });
+    }
+    Ok(out.output.trim().to_owned())
+}
+
+/// The error for a failed `dpkg --configure -a`: the first package dpkg
+/// names as failing, with the script and its status.
+fn dpkg_failure(out: &sandbox::RunOutput) -> ConfigureError {
+    // dpkg: error processing package P (--configure):
+    //  installed P package post-installation script subprocess returned error exit status N
+    let lines: Vec<&str> = out.output.lines().collect();
+    for (i, l) in lines.iter().enumerate() {
+        let Some(rest) = l.strip_prefix("dpkg: error processing package ") else {
+            continue;
+        };
+        let package = rest.split_whitespace().next().unwrap_or(rest).to_owned();
+        let detail = lines.get(i + 1).map(|s| s.trim()).unwrap_or_default();
+        let script = if detail.contains("post-installation") {
+            "postinst"
+        } else if detail.contains("pre-installation") {
+            "preinst"
+        } else {
+            "configure"
+        };
+        let status = detail
+            .split_once("returned error ")
+            .map(|(_, s)| s.to_owned())
+            .unwrap_or_else(|| detail.to_owned());
+        // dpkg goes on with other packages: the package's own output is
+        // from its "Setting up" line to the error.
+        let setting_up = format!("Setting up {package} (");
+        let start = lines[..i]
+            .iter()
+            .rposition(|l| l.starts_with(&setting_up))
+            .unwrap_or(0);
+        let end = (i + 2).min(lines.len());
+        let own = &lines[start..end];
+        let tail = own[own.len().saturating_sub(sandbox::TAIL_LINES)..].join("\n");
+        return ConfigureError::Script {
+            package,
+            script: script.into(),
+            status,
+            tail,
+        };
+    }
+    ConfigureError::Script {
+        package: "(dpkg)".into(),
+        script: "dpkg --configure -a".into(),
+        status: out.status.clone(),
+        tail: out.tail(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pkg(control: &str) -> DebPackage {
+        DebPackage {
+            component: "c".into(),
+            commit: ObjectId::from_hex(&"0".repeat(64)).expect("a valid id"),
+            tree: ObjectId::from_hex(&"0".repeat(64)).expect("a valid id"),
+            members: [("control".to_owned(), control.as_bytes().to_vec())].into(),
+        }
+    }
+
+    #[test]
+    fn preinst_order_follows_dependencies() {
+        let ps = [
+            pkg("Package: app\nDepends: libb (>= 1) | other, liba\n"),
+            pkg("Package: liba\nPre-Depends: libc6\n"),
+            pkg("Package: libc6\n"),
+            pkg("Package: libb\nDepends: libc6:any\n"),
+            pkg("Package: x\nDepends: y\n"),
+            pkg("Package: y\nDepends: x\n"),
+        ];
+        let names: Vec<&str> = install_order(&ps)
+            .into_iter()
+            .map(|i| ps[i].package())
+            .collect();
+        assert_eq!(names, ["libc6", "liba", "libb", "app", "x", "y"]);
+    }
+
+    #[test]
+    fn dpkg_failures_name_package_script_and_status() {
+        let out = sandbox::RunOutput {
+            success: false,
+            status: "exit status 1".into(),
+            output: "Setting up bad (1.0) ...\nboom\ndpkg: error processing package bad (--configure):\n installed bad package post-installation script subprocess returned error exit status 3\nSetting up other (2) ...\nlots\n".into(),
+        };
+        let e = dpkg_failure(&out);
+        assert_eq!(
+            e.to_string(),
+            "package bad: postinst failed with exit status 3"
+        );
+        let ConfigureError::Script { tail, .. } = e else {
+            panic!("not a script error");
+        };
+        assert!(
+            tail.starts_with("Setting up bad") && tail.contains("boom"),
+            "{tail}"
+        );
+        assert!(!tail.contains("lots"), "{tail}");
+    }
+}

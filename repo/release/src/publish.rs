@@ -1,0 +1,523 @@
+//! Publishing refs: the signed ref index, commits' detached signatures, the
+//! append-only history, and reverts (which are new releases).
+//!
+//! A publish, under the repository's publish lock (`state/publish.lock`):
+//!
+//! 1. checks that every object the commit needs is present (its closure);
+//! 2. signs the commit for the ref (`signatures/<id>.json`);
+//! 3. writes the intent to `state/publish-pending.json`;
+//! 4. writes the new `summary.json` atomically (**the commit point**);
+//! 5. rewrites `state/history.jsonl` atomically with the new entry;
+//! 6. moves `refs/heads/REF`;
+//! 7. removes the intent.
+//!
+//! [`recover`] (run before every publish and when a server starts) finishes
+//! an interrupted publish whose index was written, or forgets one whose
+//! index was not, so after a crash the index, the history and the ref are
+//! all before or all after the operation.
+
+use std::fs;
+use std::io;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use crate::sign::{self, SecretKey, SignError};
+use crate::summary::{self, IndexError, RefEntry, RefIndex, SignedIndex};
+use treectl_store::error::Error;
+use treectl_store::hash::ObjectId;
+use treectl_store::object::{Commit, ObjectKind};
+use treectl_store::refs::{self, RefName};
+use treectl_store::store::{
+    lock_file, write_atomic, LockKind, RefUpdate, Repo, RepoLock, Transaction, STATE_DIR,
+};
+use treectl_store::{closure, failpoint};
+
+/// The history log, relative to the repository.
+pub const HISTORY_FILE: &str = "state/history.jsonl";
+/// An interrupted publish's intent, relative to the repository.
+pub const PENDING_FILE: &str = "state/publish-pending.json";
+/// The lock that serialises publishes and reverts across processes.
+pub const PUBLISH_LOCK_FILE: &str = "state/publish.lock";
+
+/// What can go wrong publishing.
+#[derive(Debug, thiserror::Error)]
+pub enum PublishError {
+    #[error("commit {commit} is incomplete: {missing} object(s) missing, for example {first_kind} {first}; push it first")]
+    Incomplete {
+        commit: ObjectId,
+        missing: usize,
+        first: ObjectId,
+        first_kind: ObjectKind,
+    },
+    #[error("ref {name} has never been published here")]
+    NotPublished { name: String },
+    #[error("ref {name} has no earlier published head to revert to; name one with --to REV")]
+    NothingToRevertTo { name: String },
+    #[error("ref {name} already points at {commit}; nothing to revert")]
+    AlreadyAt { name: String, commit: ObjectId },
+    #[error("reading the history log {}: line {line}: {reason}", path.display())]
+    History {
+        path: PathBuf,
+        line: usize,
+        reason: String,
+    },
+    #[error(transparent)]
+    Index(#[from] IndexError),
+    #[error(transparent)]
+    Sign(#[from] SignError),
+    #[error(transparent)]
+    Repo(#[from] Error),
+}
+
+pub use treectl_wire::{EventKind, HistoryEntry};
+
+/// What a publish or revert did.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PublishOutcome {
+    pub entry: HistoryEntry,
+    pub index_serial: u64,
+}
+
+/// Settings of the publisher: the signing key and the index's validity.
+pub struct Publisher<'a> {
+    pub repo: &'a Repo,
+    pub key: Option<&'a SecretKey>,
+    /// Seconds from writing until the index expires.
+    pub validity_secs: i64,
+}
+
+#[derive(Serialize, Deserialize)]
+struct Pending {
+    entry: HistoryEntry,
+}
+
+/// Seconds since the epoch.
+pub use treectl_store::time::now;
+
+/// The exclusive publish lock, released on drop.
+struct PublishLock {
+    _lock: RepoLock,
+}
+
+impl PublishLock {
+    fn acquire(repo: &Repo) -> Result<PublishLock, Error> {
+        let state = repo.path().join(STATE_DIR);
+        fs::create_dir_all(&state).map_err(Error::io("creating", &state))?;
+        let lock = lock_file(&repo.path().join(PUBLISH_LOCK_FILE), LockKind::Exclusive)?;
+        Ok(PublishLock { _lock: lock })
+    }
+}
+
+/// Every object a commit needs (the commit, its root dirmeta, and every
+/// tree, dirmeta and file under its root tree), children before the
+/// objects that name them and the commit last: the order to upload them in.
+/// Objects that are missing locally are returned in `missing`.
+pub fn commit_closure(repo: &Repo, commit_id: &ObjectId) -> Result<Closure, Error> {
+    let mut closure = Closure::default();
+    if !repo.has_object(commit_id, ObjectKind::Commit) {
+        closure.missing.push((*commit_id, ObjectKind::Commit));
+        return Ok(closure);
+    }
+    let commit = repo.read_commit(commit_id)?;
+    let mut walk = closure::Closure::new();
+    walk.add_root(commit.root_tree, commit.root_meta, *commit_id);
+    walk.load_with(|id| {
+        if repo.has_object(id, ObjectKind::Tree) {
+            repo.read_tree(id).map(Some)
+        } else {
+            Ok(None)
+        }
+    })?;
+    for obj in walk.children_first() {
+        if repo.has_object(&obj.0, obj.1) {
+            closure.objects.push(obj);
+        } else {
+            closure.missing.push(obj);
+        }
+    }
+    closure.objects.push((*commit_id, ObjectKind::Commit));
+    Ok(closure)
+}
+
+/// The objects of a commit, in upload order, and those missing.
+#[derive(Debug, Default)]
+pub struct Closure {
+    pub objects: Vec<(ObjectId, ObjectKind)>,
+    pub missing: Vec<(ObjectId, ObjectKind)>,
+}
+
+/// Reads the history log (empty when nothing was published).
+pub fn read_history(repo: &Repo) -> Result<Vec<HistoryEntry>, PublishError> {
+    let path = repo.path().join(HISTORY_FILE);
+    let text = match fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(Error::io("reading", &path)(e).into()),
+    };
+    text.lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+        .map(|(i, l)| {
+            serde_json::from_str(l).map_err(|e| PublishError::History {
+                path: path.clone(),
+                line: i + 1,
+                reason: e.to_string(),
+            })
+        })
+        .collect()
+}
+
+fn write_history(repo: &Repo, entries: &[HistoryEntry]) -> Result<(), Error> {
+    let mut text = Vec::new();
+    for e in entries {
+        serde_json::to_writer(&mut text, e).expect("history entry serializes");
+        text.push(b'\n');
+    }
+    write_atomic(&repo.path().join(HISTORY_FILE), &text, repo.fsync())
+}
+
+/// The published index (unverified: it is our own), or an empty one.
+pub fn current_index(repo: &Repo) -> Result<RefIndex, IndexError> {
+    match summary::read_index(repo)? {
+        Some(signed) => signed.index_unverified(),
+        None => Ok(RefIndex::empty()),
+    }
+}
+
+/// Finishes or forgets a publish that a crash interrupted.
+pub fn recover(repo: &Repo) -> Result<(), PublishError> {
+    let _lock = PublishLock::acquire(repo)?;
+    recover_locked(repo)
+}
+
+fn recover_locked(repo: &Repo) -> Result<(), PublishError> {
+    let path = repo.path().join(PENDING_FILE);
+    let bytes = match fs::read(&path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(Error::io("reading", &path)(e).into()),
+    };
+    // A torn intent cannot happen (it is written atomically), but an
+    // unreadable one must not block publishing forever: the index decides.
+    if let Ok(pending) = serde_json::from_slice::<Pending>(&bytes) {
+        let index = current_index(repo)?;
+        let entry = pending.entry;
+        let landed = index
+            .refs
+            .get(&entry.ref_name)
+            .is_some_and(|r| r.serial == entry.serial && r.commit == entry.commit);
+        if landed {
+            let mut history = read_history(repo)?;
+            if !history.iter().any(|h| h.serial == entry.serial) {
+                history.push(entry.clone());
+                write_history(repo, &history)?;
+            }
+            let name = RefName::new(&entry.ref_name)?;
+            if refs::try_read_ref(repo, &name)? != Some(entry.commit) {
+                let txn = Transaction::begin(repo)?;
+                txn.commit(&[RefUpdate {
+                    name,
+                    target: Some(entry.commit),
+                }])?;
+            }
+        }
+    }
+    fs::remove_file(&path).map_err(Error::io("removing", &path))?;
+    Ok(())
+}
+
+impl Publisher<'_> {
+    /// Publishes `commit` as `ref_name`.
+    pub fn publish(
+        &self,
+        ref_name: &RefName,
+        commit: &ObjectId,
+        who: &str,
+    ) -> Result<PublishOutcome, PublishError> {
+        let _lock = PublishLock::acquire(self.repo)?;
+        recover_locked(self.repo)?;
+        self.publish_locked(ref_name, commit, who, EventKind::Publish, None, None)
+    }
+
+    /// Reverts `ref_name`: a new commit whose tree is `to`'s (default: the
+    /// head published before the current one), whose parent is the current
+    /// head, published with a higher serial.
+    pub fn revert(
+        &self,
+        ref_name: &RefName,
+        to: Option<&str>,
+        reason: &str,
+        who: &str,
+    ) -> Result<PublishOutcome, PublishError> {
+        let _lock = PublishLock::acquire(self.repo)?;
+        recover_locked(self.repo)?;
+        let index = current_index(self.repo)?;
+        let current = index
+            .refs
+            .get(ref_name.as_str())
+            .ok_or_else(|| PublishError::NotPublished {
+                name: ref_name.to_string(),
+            })?
+            .commit;
+        let target = match to {
+            Some(rev) => refs::rev_parse(self.repo, rev)?,
+            None => {
+                let history = read_history(self.repo)?;
+                let mine: Vec<&HistoryEntry> = history
+                    .iter()
+                    .filter(|h| h.ref_name == ref_name.as_str())
+                    .collect();
+                match mine.len().checked_sub(2).map(|i| mine[i]) {
+                    Some(h) => h.commit,
+                    None => {
+                        return Err(PublishError::NothingToRevertTo {
+                            name: ref_name.to_string(),
+                        })
+                    }
+                }
+            }
+        };
+        if target == current {
+            return Err(PublishError::AlreadyAt {
+                name: ref_name.to_string(),
+                commit: current,
+            });
+        }
+        let target_commit = self.repo.read_commit(&target)?;
+        let mut metadata = std::collections::BTreeMap::new();
+        if let Some(v) = target_commit.version() {
+            metadata.insert("version".to_owned(), v.to_owned());
+        }
+        metadata.insert("reverts-to".to_owned(), target.to_hex());
+        metadata.insert("supersedes".to_owned(), current.to_hex());
+        metadata.insert("revert-reason".to_owned(), reason.to_owned());
+        metadata.insert("revert-by".to_owned(), who.to_owned());
+        let revert = Commit {
+            parent: Some(current),
+            root_tree: target_commit.root_tree,
+            root_meta: target_commit.root_meta,
+            timestamp: now(),
+            subject: format!("Revert {ref_name} to {}", target.short()),
+            body: reason.to_owned(),
+            metadata,
+        };
+        // The commit object is durable before anything names it.
+        let txn = Transaction::begin(self.repo)?;
+        let id = txn.write_commit(&revert)?;
+        txn.commit(&[])?;
+        self.publish_locked(
+            ref_name,
+            &id,
+            who,
+            EventKind::Revert,
+            Some(reason),
+            Some(target),
+        )
+    }
+
+    fn publish_locked(
+        &self,
+        ref_name: &RefName,
+        commit_id: &ObjectId,
+        who: &str,
+        kind: EventKind,
+        reason: Option<&str>,
+        reverts_to: Option<ObjectId>,
+    ) -> Result<PublishOutcome, PublishError> {
+        let repo = self.repo;
+        // Held until the ref moves: prune cannot delete what we check.
+        let txn = Transaction::begin(repo)?;
+        let closure = commit_closure(repo, commit_id)?;
+        if let Some(&(first, first_kind)) = closure.missing.first() {
+            return Err(PublishError::Incomplete {
+                commit: *commit_id,
+                missing: closure.missing.len(),
+                first,
+                first_kind,
+            });
+        }
+        let commit = repo.read_commit(commit_id)?;
+        let mut index = current_index(repo)?;
+        let mut history = read_history(repo)?;
+        let last_serial = history.last().map_or(0, |h| h.serial);
+        let serial = index.serial.max(last_serial) + 1;
+        let time = now();
+        let previous = index.refs.get(ref_name.as_str()).map(|r| r.commit);
+        let entry = HistoryEntry {
+            serial,
+            time,
+            ref_name: ref_name.to_string(),
+            commit: *commit_id,
+            kind,
+            previous,
+            reverts_to,
+            reason: reason.map(str::to_owned),
+            who: who.to_owned(),
+        };
+        if let Some(key) = self.key {
+            sign::add_commit_signature(repo, commit_id, ref_name, key)?;
+        }
+        let pending = serde_json::to_vec(&Pending {
+            entry: entry.clone(),
+        })
+        .expect("pending serializes");
+        write_atomic(&repo.path().join(PENDING_FILE), &pending, repo.fsync())?;
+        failpoint::hit("publish-before-index");
+        index.serial = serial;
+        index.generated = time;
+        index.expires = time + self.validity_secs;
+        index.refs.insert(
+            ref_name.to_string(),
+            RefEntry {
+                commit: *commit_id,
+                serial,
+                timestamp: commit.timestamp,
+                version: commit.version().map(str::to_owned),
+                published: time,
+            },
+        );
+        summary::write_index(repo, &SignedIndex::sign(&index, self.key))?;
+        failpoint::hit("publish-after-index");
+        history.push(entry.clone());
+        write_history(repo, &history)?;
+        failpoint::hit("publish-after-history");
+        txn.commit(&[RefUpdate {
+            name: ref_name.clone(),
+            target: Some(*commit_id),
+        }])?;
+        let pending_path = repo.path().join(PENDING_FILE);
+        fs::remove_file(&pending_path).map_err(Error::io("removing", &pending_path))?;
+        Ok(PublishOutcome {
+            entry,
+            index_serial: serial,
+        })
+    }
+
+    /// Re-signs the index with a new serial and expiry when it expires in
+    /// less than `min_remaining_secs` (so a live server's index never goes
+    /// stale while a frozen mirror's does). Returns whether it did.
+    pub fn refresh(&self, min_remaining_secs: i64) -> Result<bool, PublishError> {
+        let _lock = PublishLock::acquire(self.repo)?;
+        recover_locked(self.repo)?;
+        let Some(signed) = summary::read_index(self.repo)? else {
+            return Ok(false);
+        };
+        let mut index = signed.index_unverified()?;
+        let time = now();
+        if index.expires - time >= min_remaining_secs {
+            return Ok(false);
+        }
+        let last_serial = read_history(self.repo)?.last().map_or(0, |h| h.serial);
+        index.serial = index.serial.max(last_serial) + 1;
+        index.generated = time;
+        index.expires = time + self.validity_secs;
+        summary::write_index(self.repo, &SignedIndex::sign(&index, self.key))?;
+        Ok(true)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use treectl_store::commit::{commit_dir, CommitOptions};
+    use treectl_store::RepoMode;
+
+    fn commit_tree(repo: &Repo, dir: &std::path::Path, content: &str, version: &str) -> ObjectId {
+        fs::create_dir_all(dir).expect("mkdir");
+        fs::write(dir.join("os-release"), content).expect("write");
+        let opts = CommitOptions {
+            subject: version.into(),
+            timestamp: 1_700_000_000,
+            metadata: [("version".to_owned(), version.to_owned())].into(),
+            ..Default::default()
+        };
+        commit_dir(repo, dir, &RefName::new("build").expect("valid"), &opts)
+            .expect("commit")
+            .0
+    }
+
+    #[test]
+    fn publish_revert_history_and_signatures() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let repo = Repo::init(&tmp.path().join("repo"), RepoMode::Archive).expect("init");
+        let key = SecretKey::from_seed([3; 32]);
+        let p = Publisher {
+            repo: &repo,
+            key: Some(&key),
+            validity_secs: 100,
+        };
+        let stable = RefName::new("os/stable").expect("valid");
+        let v1 = commit_tree(&repo, &tmp.path().join("v1"), "v1", "1");
+        let v2 = commit_tree(&repo, &tmp.path().join("v2"), "v2", "2");
+        assert_eq!(
+            p.publish(&stable, &v1, "alice").expect("v1").index_serial,
+            1
+        );
+        assert_eq!(
+            p.publish(&stable, &v2, "alice").expect("v2").index_serial,
+            2
+        );
+        let out = p
+            .revert(&stable, None, "v2 breaks boot", "bob")
+            .expect("revert");
+        assert_eq!(out.index_serial, 3);
+        assert_eq!(out.entry.reverts_to, Some(v1));
+        let head = refs::read_ref(&repo, &stable).expect("ref");
+        assert_eq!(head, out.entry.commit);
+        let reverted = repo.read_commit(&head).expect("commit");
+        assert_eq!(
+            reverted.root_tree,
+            repo.read_commit(&v1).expect("v1").root_tree
+        );
+        assert_eq!(reverted.parent, Some(v2));
+        assert_eq!(reverted.metadata["supersedes"], v2.to_hex());
+        let history = read_history(&repo).expect("history");
+        let kinds: Vec<_> = history.iter().map(|h| (h.serial, h.kind)).collect();
+        assert_eq!(
+            kinds,
+            [
+                (1, EventKind::Publish),
+                (2, EventKind::Publish),
+                (3, EventKind::Revert)
+            ]
+        );
+        let signed = summary::read_index(&repo).expect("read").expect("present");
+        let index = signed.verify(&key.public()).expect("index verifies");
+        assert_eq!(index.refs["os/stable"].commit, head);
+        for id in [v1, v2, head] {
+            sign::read_commit_signatures(&repo, &id)
+                .expect("read")
+                .expect("signed")
+                .verify(&stable, &key.public())
+                .expect("commit signature verifies");
+        }
+        // Reverting to the current head is refused and changes nothing.
+        assert!(matches!(
+            p.revert(&stable, Some(&head.to_hex()), "again", "bob"),
+            Err(PublishError::AlreadyAt { .. })
+        ));
+        assert_eq!(read_history(&repo).expect("history").len(), 3);
+    }
+
+    #[test]
+    fn incomplete_commit_is_refused() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let repo = Repo::init(&tmp.path().join("repo"), RepoMode::Archive).expect("init");
+        let v1 = commit_tree(&repo, &tmp.path().join("v1"), "v1", "1");
+        let commit = repo.read_commit(&v1).expect("commit");
+        fs::remove_file(repo.object_path(&commit.root_tree, ObjectKind::Tree)).expect("rm");
+        let p = Publisher {
+            repo: &repo,
+            key: None,
+            validity_secs: 100,
+        };
+        let stable = RefName::new("os/stable").expect("valid");
+        assert!(matches!(
+            p.publish(&stable, &v1, "alice"),
+            Err(PublishError::Incomplete { .. })
+        ));
+        assert!(summary::read_index(&repo).expect("read").is_none());
+        assert!(read_history(&repo).expect("history").is_empty());
+    }
+}

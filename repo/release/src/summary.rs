@@ -1,0 +1,258 @@
+//! The signed ref index (OSTree calls it the summary): `summary.json` at the
+//! top of a repository lists every published ref with its commit, a serial
+//! that only ever increases, the commit's timestamp and version, when it was
+//! published, and when the index expires. Clients read it with a plain GET
+//! from the server or any mirror and verify its signature before trusting a
+//! single ref.
+//!
+//! The file is a JSON envelope `{ "payload": "<JSON text>", "signatures":
+//! [...] }`: the signatures cover the exact bytes of the payload string, so
+//! no canonical JSON is needed. It is rewritten atomically (temporary file,
+//! fsync, rename) on every change. Byte format: `docs/repository-format.md`.
+
+use std::collections::BTreeMap;
+use std::io;
+
+use serde::{Deserialize, Serialize};
+
+use crate::sign::{PublicKey, SecretKey, SignError, Signature};
+use treectl_store::hash::ObjectId;
+use treectl_store::store::{write_atomic, Repo};
+
+/// The index file, relative to the repository.
+pub const INDEX_FILE: &str = "summary.json";
+/// The payload's `format`; readers refuse a newer one.
+pub const INDEX_FORMAT: u32 = 1;
+/// The payload's `type`, which also keeps index and commit signatures apart.
+pub const INDEX_TYPE: &str = "treectl-ref-index";
+/// Prefix of the message signed for an index: this, then the payload bytes.
+pub const INDEX_SIGNATURE_DOMAIN: &[u8] = b"treectl ref index v1\0";
+/// How long a freshly written index stays valid by default.
+pub const DEFAULT_VALIDITY_SECS: i64 = 30 * 24 * 3600;
+
+/// What can go wrong reading, writing or verifying the index.
+#[derive(Debug, thiserror::Error)]
+pub enum IndexError {
+    #[error("the ref index is malformed: {reason}")]
+    Malformed { reason: String },
+    #[error("the ref index has format {found}, newer than this treectl reads ({INDEX_FORMAT}); upgrade treectl")]
+    UnsupportedFormat { found: u32 },
+    #[error("the ref index expired at {expires} (now {now}): the server or mirror has not re-signed it; it may be frozen")]
+    Expired { expires: i64, now: i64 },
+    #[error(transparent)]
+    Sign(#[from] SignError),
+    #[error(transparent)]
+    Repo(#[from] treectl_store::Error),
+}
+
+/// One published ref.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RefEntry {
+    pub commit: ObjectId,
+    /// The index serial at which the ref last changed.
+    pub serial: u64,
+    /// The commit's own timestamp (seconds since the epoch).
+    pub timestamp: i64,
+    /// The commit's `version` metadata, when it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+    /// When the ref was published (seconds since the epoch).
+    pub published: i64,
+}
+
+/// The signed content of the index.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RefIndex {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub format: u32,
+    /// Increases by at least one every time the index is rewritten.
+    pub serial: u64,
+    /// When this index was written.
+    pub generated: i64,
+    /// After this time clients treat the index as stale.
+    pub expires: i64,
+    pub refs: BTreeMap<String, RefEntry>,
+}
+
+impl RefIndex {
+    /// An empty index (serial 0), as if nothing had been published.
+    pub fn empty() -> RefIndex {
+        RefIndex {
+            kind: INDEX_TYPE.to_owned(),
+            format: INDEX_FORMAT,
+            serial: 0,
+            generated: 0,
+            expires: 0,
+            refs: BTreeMap::new(),
+        }
+    }
+
+    /// Refuses an index whose `expires` is before `now`.
+    pub fn check_fresh(&self, now: i64) -> Result<(), IndexError> {
+        if now > self.expires {
+            return Err(IndexError::Expired {
+                expires: self.expires,
+                now,
+            });
+        }
+        Ok(())
+    }
+}
+
+/// The file as stored: the payload text and the signatures over it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SignedIndex {
+    pub payload: String,
+    pub signatures: Vec<Signature>,
+}
+
+/// `INDEX_SIGNATURE_DOMAIN ‖ payload`.
+fn index_message(payload: &str) -> Vec<u8> {
+    let mut m = INDEX_SIGNATURE_DOMAIN.to_vec();
+    m.extend_from_slice(payload.as_bytes());
+    m
+}
+
+impl SignedIndex {
+    /// Serializes `index` and signs it with `key` (unsigned without one).
+    pub fn sign(index: &RefIndex, key: Option<&SecretKey>) -> SignedIndex {
+        let payload = serde_json::to_string(index).expect("index serializes");
+        let signatures = key
+            .map(|k| vec![k.sign(&index_message(&payload))])
+            .unwrap_or_default();
+        SignedIndex {
+            payload,
+            signatures,
+        }
+    }
+
+    pub fn parse(bytes: &[u8]) -> Result<SignedIndex, IndexError> {
+        serde_json::from_slice(bytes).map_err(|e| IndexError::Malformed {
+            reason: e.to_string(),
+        })
+    }
+
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut out = serde_json::to_vec_pretty(self).expect("index serializes");
+        out.push(b'\n');
+        out
+    }
+
+    /// The payload, parsed, without checking signatures.
+    pub fn index_unverified(&self) -> Result<RefIndex, IndexError> {
+        #[derive(Deserialize)]
+        struct Head {
+            format: u32,
+        }
+        let malformed = |e: serde_json::Error| IndexError::Malformed {
+            reason: e.to_string(),
+        };
+        // The format first, so a newer index gets a clear error.
+        let head: Head = serde_json::from_str(&self.payload).map_err(malformed)?;
+        if head.format > INDEX_FORMAT {
+            return Err(IndexError::UnsupportedFormat { found: head.format });
+        }
+        let index: RefIndex = serde_json::from_str(&self.payload).map_err(malformed)?;
+        if index.kind != INDEX_TYPE {
+            return Err(IndexError::Malformed {
+                reason: format!("type is {:?}, not {INDEX_TYPE:?}", index.kind),
+            });
+        }
+        Ok(index)
+    }
+
+    /// Checks `key`'s signature over the payload, then parses it.
+    pub fn verify(&self, key: &PublicKey) -> Result<RefIndex, IndexError> {
+        key.verify_any(
+            "the ref index",
+            &index_message(&self.payload),
+            &self.signatures,
+        )?;
+        self.index_unverified()
+    }
+}
+
+/// Reads `summary.json`, if the repository has one.
+pub fn read_index(repo: &Repo) -> Result<Option<SignedIndex>, IndexError> {
+    let path = repo.path().join(INDEX_FILE);
+    match std::fs::read(&path) {
+        Ok(bytes) => SignedIndex::parse(&bytes).map(Some),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(err) => Err(treectl_store::Error::Io {
+            op: "reading",
+            path,
+            err,
+        }
+        .into()),
+    }
+}
+
+/// Writes `summary.json` atomically.
+pub fn write_index(repo: &Repo, index: &SignedIndex) -> Result<(), IndexError> {
+    write_atomic(
+        &repo.path().join(INDEX_FILE),
+        &index.to_bytes(),
+        repo.fsync(),
+    )?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> RefIndex {
+        let mut index = RefIndex::empty();
+        index.serial = 3;
+        index.generated = 100;
+        index.expires = 200;
+        index.refs.insert(
+            "os/stable".into(),
+            RefEntry {
+                commit: ObjectId::of(b"c"),
+                serial: 3,
+                timestamp: 50,
+                version: Some("1.0".into()),
+                published: 100,
+            },
+        );
+        index
+    }
+
+    #[test]
+    fn signed_round_trip_and_tamper() {
+        let key = SecretKey::from_seed([1; 32]);
+        let signed = SignedIndex::sign(&sample(), Some(&key));
+        let back = SignedIndex::parse(&signed.to_bytes()).expect("parses");
+        assert_eq!(back.verify(&key.public()).expect("verifies"), sample());
+        let mut tampered = back.clone();
+        tampered.payload = tampered.payload.replace("\"serial\":3", "\"serial\":4");
+        assert_ne!(tampered.payload, back.payload);
+        assert!(matches!(
+            tampered.verify(&key.public()),
+            Err(IndexError::Sign(SignError::BadSignature { .. }))
+        ));
+        let unsigned = SignedIndex::sign(&sample(), None);
+        assert!(matches!(
+            unsigned.verify(&key.public()),
+            Err(IndexError::Sign(SignError::Unsigned { .. }))
+        ));
+    }
+
+    #[test]
+    fn newer_format_and_expiry() {
+        let mut index = sample();
+        index.format = INDEX_FORMAT + 1;
+        let signed = SignedIndex::sign(&index, None);
+        assert!(matches!(
+            signed.index_unverified(),
+            Err(IndexError::UnsupportedFormat { found }) if found == INDEX_FORMAT + 1
+        ));
+        assert!(sample().check_fresh(200).is_ok());
+        assert!(matches!(
+            sample().check_fresh(201),
+            Err(IndexError::Expired { .. })
+        ));
+    }
+}

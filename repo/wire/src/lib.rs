@@ -1,0 +1,313 @@
+//! Types shared by the HTTP server and its clients: the JSON bodies of the
+//! `/v1/` API and the binary *pack* framing that carries many objects in one
+//! body (uploads and batched fetches). Serde and bytes only: no HTTP here.
+//! The API is specified in `docs/http-api.md`.
+//!
+//! A pack is `PACK_MAGIC` followed by records
+//! `u8 kind tag ‖ 32-byte id ‖ u64 LE length ‖ wire form`, and ends with one
+//! byte `0`. A pack without that end byte was cut short.
+
+use std::io::{self, Read, Write};
+
+use serde::{Deserialize, Serialize};
+
+use treectl_id::{ObjectId, ObjectKind};
+
+/// The first 8 bytes of every pack.
+pub const PACK_MAGIC: &[u8; 8] = b"TCPACK\x00\x01";
+/// The tag that ends a pack.
+pub const PACK_END: u8 = 0;
+/// Media type of packs.
+pub const PACK_CONTENT_TYPE: &str = "application/x-treectl-pack";
+
+/// An object named with its kind (the kind picks the file extension).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct ObjectRef {
+    pub id: ObjectId,
+    pub kind: ObjectKind,
+}
+
+/// `POST /v1/objects/missing`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct MissingRequest {
+    pub objects: Vec<ObjectRef>,
+}
+
+/// The answer: the subset the server does not have, in request order.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct MissingResponse {
+    pub missing: Vec<ObjectRef>,
+}
+
+/// The answer to an upload (`POST /v1/objects`).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct UploadResponse {
+    /// Objects in the pack.
+    pub received: usize,
+    /// Objects newly stored (the rest were already there).
+    pub stored: usize,
+}
+
+/// `POST /v1/objects/fetch`: objects to stream back as one pack.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct FetchRequest {
+    pub objects: Vec<ObjectRef>,
+}
+
+/// `POST /v1/publish`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct PublishRequest {
+    #[serde(rename = "ref")]
+    pub ref_name: String,
+    pub commit: ObjectId,
+}
+
+/// `POST /v1/revert`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct RevertRequest {
+    #[serde(rename = "ref")]
+    pub ref_name: String,
+    /// A revision on the server (commit id, prefix, ref, `REF^`); default:
+    /// the head published before the current one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub to: Option<String>,
+    pub reason: String,
+}
+
+/// The answer to a publish or a revert.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct PublishResponse {
+    #[serde(rename = "ref")]
+    pub ref_name: String,
+    pub commit: ObjectId,
+    pub serial: u64,
+    pub kind: EventKind,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous: Option<ObjectId>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reverts_to: Option<ObjectId>,
+}
+
+impl From<&HistoryEntry> for PublishResponse {
+    fn from(e: &HistoryEntry) -> PublishResponse {
+        PublishResponse {
+            ref_name: e.ref_name.clone(),
+            commit: e.commit,
+            serial: e.serial,
+            kind: e.kind,
+            previous: e.previous,
+            reverts_to: e.reverts_to,
+        }
+    }
+}
+
+/// Whether an event was a plain publish or a revert.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum EventKind {
+    Publish,
+    Revert,
+}
+
+/// One line of the history log: a publish or a revert.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HistoryEntry {
+    /// The index serial this event produced.
+    pub serial: u64,
+    /// When it happened (seconds since the epoch).
+    pub time: i64,
+    #[serde(rename = "ref")]
+    pub ref_name: String,
+    /// The commit the ref was published at.
+    pub commit: ObjectId,
+    pub kind: EventKind,
+    /// The ref's previously published commit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous: Option<ObjectId>,
+    /// For a revert: the commit whose tree was restored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reverts_to: Option<ObjectId>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// The token name (server) or user (local) that did it.
+    pub who: String,
+}
+
+/// `GET /v1/history?ref=REF`: the ref's events, oldest first.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct HistoryResponse {
+    #[serde(rename = "ref")]
+    pub ref_name: String,
+    pub entries: Vec<HistoryEntry>,
+}
+
+/// `GET /v1/health`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct HealthResponse {
+    pub status: String,
+    /// The published index's serial (0: nothing published).
+    pub serial: u64,
+}
+
+/// Every error body: `{ "error": "one sentence" }`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ErrorBody {
+    pub error: String,
+}
+
+/// A malformed pack.
+#[derive(Debug, thiserror::Error)]
+pub enum PackError {
+    #[error("not a treectl pack (bad magic)")]
+    BadMagic,
+    #[error("pack record has unknown kind tag {0}")]
+    BadTag(u8),
+    #[error("pack record for {id} is {len} bytes, over the limit of {limit}")]
+    TooLarge { id: ObjectId, len: u64, limit: u64 },
+    #[error("pack is truncated")]
+    Truncated,
+    #[error("reading pack: {0}")]
+    Io(#[source] io::Error),
+}
+
+/// Writes the pack header.
+pub fn write_pack_start(out: &mut impl Write) -> io::Result<()> {
+    out.write_all(PACK_MAGIC)
+}
+
+/// Writes one record.
+pub fn write_pack_record(
+    out: &mut impl Write,
+    kind: ObjectKind,
+    id: &ObjectId,
+    data: &[u8],
+) -> io::Result<()> {
+    let mut head = [0u8; 41];
+    head[0] = kind.tag();
+    head[1..33].copy_from_slice(&id.0);
+    head[33..].copy_from_slice(&(data.len() as u64).to_le_bytes());
+    out.write_all(&head)?;
+    out.write_all(data)
+}
+
+/// The header bytes of one record (for streaming writers).
+pub fn pack_record_head(kind: ObjectKind, id: &ObjectId, len: u64) -> [u8; 41] {
+    let mut head = [0u8; 41];
+    head[0] = kind.tag();
+    head[1..33].copy_from_slice(&id.0);
+    head[33..].copy_from_slice(&len.to_le_bytes());
+    head
+}
+
+/// Writes the end marker.
+pub fn write_pack_end(out: &mut impl Write) -> io::Result<()> {
+    out.write_all(&[PACK_END])
+}
+
+/// Reads a pack record by record.
+pub struct PackReader<R> {
+    inner: R,
+    max_record: u64,
+    started: bool,
+    done: bool,
+}
+
+impl<R: Read> PackReader<R> {
+    /// Records longer than `max_record` bytes are refused before reading them.
+    pub fn new(inner: R, max_record: u64) -> PackReader<R> {
+        PackReader {
+            inner,
+            max_record,
+            started: false,
+            done: false,
+        }
+    }
+
+    fn read_exact(&mut self, buf: &mut [u8]) -> Result<(), PackError> {
+        self.inner.read_exact(buf).map_err(|e| {
+            if e.kind() == io::ErrorKind::UnexpectedEof {
+                PackError::Truncated
+            } else {
+                PackError::Io(e)
+            }
+        })
+    }
+
+    /// The next record, or `None` after the end marker.
+    pub fn next_record(&mut self) -> Result<Option<(ObjectKind, ObjectId, Vec<u8>)>, PackError> {
+        if self.done {
+            return Ok(None);
+        }
+        if !self.started {
+            let mut magic = [0u8; 8];
+            self.read_exact(&mut magic)?;
+            if &magic != PACK_MAGIC {
+                return Err(PackError::BadMagic);
+            }
+            self.started = true;
+        }
+        let mut tag = [0u8; 1];
+        self.read_exact(&mut tag)?;
+        if tag[0] == PACK_END {
+            self.done = true;
+            return Ok(None);
+        }
+        let kind = ObjectKind::ALL
+            .into_iter()
+            .find(|k| k.tag() == tag[0])
+            .ok_or(PackError::BadTag(tag[0]))?;
+        let mut id = [0u8; 32];
+        self.read_exact(&mut id)?;
+        let id = ObjectId(id);
+        let mut len = [0u8; 8];
+        self.read_exact(&mut len)?;
+        let len = u64::from_le_bytes(len);
+        if len > self.max_record {
+            return Err(PackError::TooLarge {
+                id,
+                len,
+                limit: self.max_record,
+            });
+        }
+        let mut data = vec![0u8; len as usize];
+        self.read_exact(&mut data)?;
+        Ok(Some((kind, id, data)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pack_round_trip_truncation_and_limits() {
+        let a = ObjectId::of(b"a");
+        let b = ObjectId::of(b"b");
+        let mut pack = Vec::new();
+        write_pack_start(&mut pack).expect("write");
+        write_pack_record(&mut pack, ObjectKind::File, &a, b"aaaa").expect("write");
+        write_pack_record(&mut pack, ObjectKind::Tree, &b, b"").expect("write");
+        write_pack_end(&mut pack).expect("write");
+        let mut r = PackReader::new(&pack[..], 100);
+        assert_eq!(
+            r.next_record().expect("one"),
+            Some((ObjectKind::File, a, b"aaaa".to_vec()))
+        );
+        assert_eq!(
+            r.next_record().expect("two"),
+            Some((ObjectKind::Tree, b, Vec::new()))
+        );
+        assert_eq!(r.next_record().expect("end"), None);
+        // Without the end marker the pack is truncated.
+        let mut r = PackReader::new(&pack[..pack.len() - 1], 100);
+        r.next_record().expect("one");
+        r.next_record().expect("two");
+        assert!(matches!(r.next_record(), Err(PackError::Truncated)));
+        let mut r = PackReader::new(&pack[..], 3);
+        assert!(matches!(r.next_record(), Err(PackError::TooLarge { .. })));
+        assert!(matches!(
+            PackReader::new(&b"NOTAPACK\x00"[..], 3).next_record(),
+            Err(PackError::BadMagic)
+        ));
+    }
+}
