@@ -8,7 +8,8 @@
 //! name and a fixed environment ([`Sandbox::env`]). Nothing of the host's
 //! file system is visible, so a script cannot write outside the tree; the
 //! PID namespace dies with its first process, so nothing a script starts
-//! outlives the run (the kernel kills what is left). No user namespace:
+//! outlives the run (the kernel kills what is left, and [`Sandbox::run`]
+//! returns only once it has). No user namespace:
 //! compose runs as root and scripts must be able to `chown` to any id.
 //!
 //! Why bubblewrap: it is what rpm-ostree uses for the same job, it is in
@@ -16,8 +17,10 @@
 //! line, which is easy to read and to test.
 
 use std::io::Read;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
 
 use super::ConfigureError as Error;
 
@@ -29,6 +32,10 @@ pub const PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:
 pub const HOSTNAME: &str = "localhost";
 /// How many lines of a failed run's output an error keeps.
 pub const TAIL_LINES: usize = 20;
+/// How long a run's leftover processes may take to die once its command
+/// has exited (they are killed at once; only a process stuck in the
+/// kernel takes longer).
+const TEARDOWN_LIMIT: Duration = Duration::from_secs(60);
 
 /// A tree to run commands in.
 #[derive(Clone, Debug)]
@@ -133,9 +140,7 @@ impl Sandbox {
         argv: &[&str],
         extra_env: &[(&str, &str)],
     ) -> Result<RunOutput, Error> {
-        let mut log_path = self.root.clone().into_os_string();
-        log_path.push(".log");
-        let log_path = PathBuf::from(log_path);
+        let log_path = self.beside_root(".log");
         let log = std::fs::File::create(&log_path).map_err(Error::io("creating", &log_path))?;
         let err_log = log.try_clone().map_err(Error::io("opening", &log_path))?;
         let mut cmd = self.command(argv, extra_env);
@@ -148,6 +153,7 @@ impl Sandbox {
         let _ = std::fs::remove_file(&log_path);
         let status = status?;
         read.map_err(Error::io("reading", &log_path))?;
+        self.wait_for_leftovers()?;
         let status_text = match (
             status.code(),
             std::os::unix::process::ExitStatusExt::signal(&status),
@@ -162,4 +168,51 @@ impl Sandbox {
             output: String::from_utf8_lossy(&bytes).into_owned(),
         })
     }
+
+    /// Waits until no process has the tree as its root. bwrap exits as
+    /// soon as the command does, while the namespace's first process may
+    /// still be killing what the command left running; only then does the
+    /// PID namespace end.
+    fn wait_for_leftovers(&self) -> Result<(), Error> {
+        let meta = std::fs::metadata(&self.root).map_err(Error::io("reading", &self.root))?;
+        let root = (meta.dev(), meta.ino());
+        let started = Instant::now();
+        loop {
+            let left = processes_rooted_at(root);
+            if left.is_empty() {
+                return Ok(());
+            }
+            if started.elapsed() > TEARDOWN_LIMIT {
+                return Err(Error::Sandbox {
+                    reason: format!(
+                        "processes {left:?} of the sandbox did not exit within {} s",
+                        TEARDOWN_LIMIT.as_secs()
+                    ),
+                });
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    /// `<root><suffix>`: a scratch file beside the tree, never inside it.
+    fn beside_root(&self, suffix: &str) -> PathBuf {
+        let mut path = self.root.clone().into_os_string();
+        path.push(suffix);
+        PathBuf::from(path)
+    }
+}
+
+/// Processes whose root directory is the directory `(dev, ino)`.
+fn processes_rooted_at(root: (u64, u64)) -> Vec<u32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        // A zombie has no root any more, so stat fails and it is skipped.
+        .filter(|pid| {
+            std::fs::metadata(format!("/proc/{pid}/root")).is_ok_and(|m| (m.dev(), m.ino()) == root)
+        })
+        .collect()
 }
