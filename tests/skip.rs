@@ -37,8 +37,12 @@ pub const TOOL_PACKAGES: &[(&str, &str)] = &[
     ("dpkg-scanpackages", "dpkg-dev"),
     ("git", "git"),
     ("gzip", "gzip"),
+    ("losetup", "mount"),
+    ("mkfs.ext4", "e2fsprogs"),
     ("mmdebstrap", "mmdebstrap"),
     ("nginx", "nginx"),
+    ("shellcheck", "shellcheck"),
+    ("unshare", "util-linux"),
     ("xz", "xz-utils"),
     ("zstd", "zstd"),
 ];
