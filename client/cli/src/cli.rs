@@ -2,7 +2,9 @@
 
 use std::path::PathBuf;
 
+use clap::builder::{PossibleValuesParser, TypedValueParser};
 use clap::{Args, Parser, Subcommand};
+use treectl_store::export::{ArchiveFormat, Compression};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -110,6 +112,23 @@ pub enum Command {
         /// files replaced (like `ostree checkout --union`)
         #[arg(long)]
         union: bool,
+    },
+    /// Write a commit's tree as one cpio (initramfs) or tar archive
+    Export {
+        /// The commit: a ref, a commit id or prefix, REV^, REV~N
+        rev: String,
+        /// cpio: newc, what the kernel unpacks as an initramfs; tar: GNU tar
+        #[arg(long, value_name = "FORMAT", value_parser = archive_format())]
+        format: ArchiveFormat,
+        /// Write the archive to FILE (replaced only once complete) instead of standard output
+        #[arg(short = 'o', long, value_name = "FILE")]
+        output: Option<PathBuf>,
+        /// Compress the archive
+        #[arg(long, value_name = "METHOD", default_value = "none", value_parser = compression())]
+        compress: Compression,
+        /// Print what was written as JSON (needs -o: standard output is the archive)
+        #[arg(long, requires = "output")]
+        json: bool,
     },
     /// Verify every object, link and ref; exit status 3 when anything is wrong
     Fsck {
@@ -336,6 +355,16 @@ pub struct CommitArgs {
     /// Print the id and statistics as JSON
     #[arg(long)]
     pub json: bool,
+}
+
+/// `--format`: the store's format names, listed in `--help`.
+fn archive_format() -> impl TypedValueParser<Value = ArchiveFormat> {
+    PossibleValuesParser::new(ArchiveFormat::ALL.map(ArchiveFormat::name)).try_map(|s| s.parse())
+}
+
+/// `--compress`: the store's compression names, listed in `--help`.
+fn compression() -> impl TypedValueParser<Value = Compression> {
+    PossibleValuesParser::new(Compression::ALL.map(Compression::name)).try_map(|s| s.parse())
 }
 
 /// Parses `123`, `64K`, `512M`, `1G` (powers of 1024).

@@ -6,8 +6,9 @@
 //! ([`store::Repo`]) keeps them under `objects/`, either compressed
 //! (`archive`, for servers and mirrors) or as plain files that checkouts
 //! hardlink (`bare-user`). Writes go through a [`store::Transaction`] that
-//! makes objects durable before any ref names them. [`checkout`], [`fsck`]
-//! and [`prune`] work on whole repositories; [`closure`] is the one walk
+//! makes objects durable before any ref names them. [`checkout`],
+//! [`export`] (a tree as one cpio or tar archive), [`fsck`] and [`prune`]
+//! work on whole repositories; [`closure`] is the one walk
 //! over everything a commit needs. Importers, signing and publishing, and
 //! the wire types live in crates of their own (`treectl-import`,
 //! `treectl-release`, `treectl-wire`).
@@ -35,6 +36,7 @@ pub mod commit;
 pub mod config;
 pub mod diff;
 pub mod error;
+pub mod export;
 pub mod failpoint;
 pub mod fsck;
 pub mod fsutil;

@@ -61,6 +61,13 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             subpath,
             union,
         } => repo::checkout(&open(repo_path)?, &rev, &dest, copy, subpath, union),
+        Command::Export {
+            rev,
+            format,
+            output,
+            compress,
+            json,
+        } => repo::export(&open(repo_path)?, &rev, format, compress, output, json),
         Command::Fsck { repair, json } => repo::fsck(&open(repo_path)?, repair, json),
         Command::Prune {
             keep_younger_than,

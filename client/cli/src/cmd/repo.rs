@@ -1,9 +1,10 @@
 //! Repository commands: init, commit, log, show, ls, cat, diff, refs,
-//! reset, rev-parse, checkout, fsck, prune.
+//! reset, rev-parse, checkout, export, fsck, prune.
 
 use std::collections::BTreeMap;
-use std::io::Write;
-use std::path::Path;
+use std::io::{IsTerminal, Write};
+use std::os::fd::AsFd;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -12,6 +13,10 @@ use serde_json::json;
 use treectl_store::checkout::{checkout as do_checkout, resolve_path, CheckoutOptions, Resolved};
 use treectl_store::commit::{commit_dir, default_timestamp, CommitOptions};
 use treectl_store::diff::diff_trees;
+use treectl_store::export::{
+    export as export_to, export_to_file, ArchiveFormat, Compression, ExportOptions,
+    EXPORT_FORMAT_VERSION,
+};
 use treectl_store::fsck::is_partial;
 use treectl_store::object::{EntryKind, FileKind};
 use treectl_store::prune::{prune as do_prune, PruneOptions};
@@ -484,6 +489,46 @@ pub fn checkout(
     };
     do_checkout(repo, &id, dest, &opts)
         .with_context(|| format!("checking out {rev} into {}", dest.display()))?;
+    ok()
+}
+
+pub fn export(
+    repo: &Repo,
+    rev: &str,
+    format: ArchiveFormat,
+    compression: Compression,
+    output: Option<PathBuf>,
+    json: bool,
+) -> Result<ExitCode> {
+    let id = resolve(repo, rev)?;
+    let opts = ExportOptions {
+        format,
+        compression,
+    };
+    let Some(dest) = output else {
+        let stdout = std::io::stdout();
+        if stdout.is_terminal() {
+            bail!(
+                "refusing to write a {format} archive to a terminal; redirect standard output or pass -o FILE"
+            );
+        }
+        // The file descriptor itself: `Stdout` would flush at every newline.
+        let out = std::fs::File::from(stdout.as_fd().try_clone_to_owned()?);
+        export_to(repo, &id, &opts, out).with_context(|| format!("exporting {rev}"))?;
+        return ok();
+    };
+    let stats =
+        export_to_file(repo, &id, &opts, &dest).with_context(|| format!("exporting {rev}"))?;
+    if json {
+        print_json(&json!({
+            "commit": id,
+            "format": format,
+            "compression": compression,
+            "export_format": EXPORT_FORMAT_VERSION,
+            "output": dest,
+            "stats": stats,
+        }))?;
+    }
     ok()
 }
 
