@@ -4,10 +4,13 @@
 //! recognised and what a crash leaves behind.
 //!
 //! [`Sysroot`] locates everything; [`state`] holds the deployment list and
-//! writes boot generations; [`fetch`] copies commits into the local
-//! repository; [`deploy`] has the operations (install, deploy, stage,
-//! finalize, rollback, pin, cleanup, upgrade decisions).
+//! writes boot generations; [`boot`] reads Boot Loader Specification
+//! entries and orders them as the boot loader does ([`verscmp`] is its
+//! version order); [`fetch`] copies commits into the local repository;
+//! [`deploy`] has the operations (install, deploy, stage, finalize,
+//! rollback, pin, cleanup, upgrade decisions).
 
+pub mod boot;
 pub mod cleanup;
 pub mod deploy;
 pub mod etc_merge;
@@ -19,6 +22,7 @@ pub mod source;
 pub mod state;
 pub mod status;
 pub mod upgrade;
+pub mod verscmp;
 
 use std::fs::{self, File, OpenOptions};
 use std::io;
