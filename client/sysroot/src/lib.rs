@@ -89,6 +89,10 @@ pub enum SysrootError {
     /// The pull from a remote origin failed (offline, refused, corrupt...).
     #[error(transparent)]
     Pull(Box<treectl_transport::TransportError>),
+    /// The entries about to be written would not boot the deployment they
+    /// should; nothing was written.
+    #[error("refusing to write boot entries that would make the boot loader start {loader} instead of {expected}; nothing was changed (please report this)")]
+    BootOrder { expected: String, loader: String },
 }
 
 pub type Result<T, E = SysrootError> = std::result::Result<T, E>;

@@ -150,12 +150,15 @@ fn print_status(st: &Status, json: bool) -> Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     for e in &st.deployments {
+        let bad = e.boot_entry.as_ref().is_some_and(|b| b.state == "bad");
         let marks: Vec<&str> = [
             (e.staged, "staged"),
             (e.default, "default"),
             (e.rollback, "rollback"),
             (e.booted, "booted"),
             (e.deployment.pinned, "pinned"),
+            (bad, "bad"),
+            (e.loader_default && !e.default, "fallback"),
         ]
         .into_iter()
         .filter_map(|(on, name)| on.then_some(name))
@@ -171,6 +174,17 @@ fn print_status(st: &Status, json: bool) -> Result<ExitCode> {
             outln!("      origin: {o}");
         }
         outln!("      path: {}", e.path);
+        if let Some(c) = e.boot_entry.as_ref().and_then(|b| b.counter) {
+            let done = c.done.unwrap_or(0);
+            if c.is_bad() {
+                outln!("      boot entry: bad after {done} failed tries; the boot loader starts another entry");
+            } else {
+                outln!(
+                    "      boot entry: not yet marked good, {} tries left ({done} failed)",
+                    c.left
+                );
+            }
+        }
         for c in &e.component_changes {
             outln!("      component {}", change_line(c));
         }
