@@ -8,7 +8,8 @@
 //! entries and orders them as the boot loader does ([`verscmp`] is its
 //! version order); [`fetch`] copies commits into the local repository;
 //! [`deploy`] has the operations (install, deploy, stage, finalize,
-//! rollback, pin, cleanup, upgrade decisions).
+//! rollback, pin, cleanup, upgrade decisions); [`kargs`] edits a
+//! deployment's kernel arguments.
 
 pub mod boot;
 pub mod cleanup;
@@ -17,6 +18,7 @@ pub mod etc_merge;
 pub mod fetch;
 pub mod finalize;
 pub mod install;
+pub mod kargs;
 pub mod rollback;
 pub mod source;
 pub mod state;
@@ -89,6 +91,9 @@ pub enum SysrootError {
     /// The pull from a remote origin failed (offline, refused, corrupt...).
     #[error(transparent)]
     Pull(Box<treectl_transport::TransportError>),
+    /// A kernel argument edit that cannot apply (nothing was changed).
+    #[error("{0}")]
+    Kargs(#[from] kargs::KargsError),
     /// The entries about to be written would not boot the deployment they
     /// should; nothing was written.
     #[error("refusing to write boot entries that would make the boot loader start {loader} instead of {expected}; nothing was changed (please report this)")]

@@ -5,6 +5,11 @@
 //! ordered deployment list (index 0 is the default, 1 the rollback). A
 //! change writes the other generation completely, then renames a new
 //! symlink over `boot/loader`: the one atomic step of every command.
+//!
+//! Version changes of `treectl.json`: 1 → 2 added each deployment's
+//! `kargs` (kernel arguments). Version 1 is read as 2 with no kernel
+//! arguments (its entries had none) and written back as 2, so a treectl
+//! that reads only 1 refuses it instead of dropping the arguments.
 
 use std::cmp::Ordering;
 use std::collections::{BTreeMap, HashMap};
@@ -19,8 +24,10 @@ use treectl_store::failpoint;
 use crate::boot::{with_counter, BootEntry, BootMenu, Counter};
 use crate::{fsync_dir, io_err, remove_tree, Result, Sysroot, SysrootError, KARG};
 
-/// The version of `treectl.json`.
-pub const STATE_VERSION: u32 = 1;
+/// The version of `treectl.json` this treectl writes.
+pub const STATE_VERSION: u32 = 2;
+/// The oldest version of `treectl.json` this treectl reads.
+pub const MIN_STATE_VERSION: u32 = 1;
 /// Boot attempts a new entry gets (`+3` in its file name).
 pub const BOOT_TRIES: u32 = 3;
 
@@ -98,6 +105,12 @@ pub struct Deployment {
     pub components: BTreeMap<String, String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kernel: Option<Kernel>,
+    /// Kernel arguments of this deployment's boot entry besides `treectl=`
+    /// (which treectl adds): `root=` and whatever `install --karg` or
+    /// `treectl kargs` set. A new deployment starts with those of the
+    /// deployment the next boot would start (see `docs/deployments.md`).
+    #[serde(default)]
+    pub kargs: Vec<String>,
 }
 
 impl Deployment {
@@ -118,6 +131,16 @@ impl Deployment {
     /// The local repository ref that keeps this deployment's commit.
     pub fn ref_name(&self) -> String {
         format!("deploy/{}/{}", self.stateroot, self.id())
+    }
+
+    /// The kernel command line of this deployment's entry: `root=`
+    /// arguments first, then `treectl=`, then the other kernel arguments.
+    pub fn cmdline(&self) -> String {
+        let is_root = |a: &&String| crate::kargs::key_of(a) == "root";
+        let mut args: Vec<String> = self.kargs.iter().filter(is_root).cloned().collect();
+        args.push(format!("{KARG}={}", self.rel_path()));
+        args.extend(self.kargs.iter().filter(|a| !is_root(a)).cloned());
+        args.join(" ")
     }
 
     /// `STATEROOT VERSION (COMMIT.SERIAL)`, as messages name a deployment.
@@ -174,19 +197,21 @@ pub fn read_state(sysroot: &Sysroot) -> Result<State> {
         .join(format!("loader.{generation}"))
         .join(STATE_FILE);
     let text = fs::read(&path).map_err(io_err("reading", &path))?;
-    let state: State = serde_json::from_slice(&text).map_err(|e| SysrootError::BadState {
+    let mut state: State = serde_json::from_slice(&text).map_err(|e| SysrootError::BadState {
         path: path.clone(),
         reason: e.to_string(),
     })?;
-    if state.version != STATE_VERSION {
+    if !(MIN_STATE_VERSION..=STATE_VERSION).contains(&state.version) {
         return Err(SysrootError::BadState {
             path,
             reason: format!(
-                "format version {} (this treectl reads {STATE_VERSION})",
+                "format version {} (this treectl reads {MIN_STATE_VERSION} to {STATE_VERSION})",
                 state.version
             ),
         });
     }
+    // Read as the current version; every write stores it as such.
+    state.version = STATE_VERSION;
     Ok(state)
 }
 
@@ -252,7 +277,7 @@ pub fn entry_for(
             text.push_str(&format!("initrd {i}\n"));
         }
     }
-    text.push_str(&format!("options {KARG}={}\n", d.rel_path()));
+    text.push_str(&format!("options {}\n", d.cmdline()));
     (name, text)
 }
 
@@ -338,7 +363,11 @@ pub fn write_generation(sysroot: &Sysroot, state: &State, fp: &str) -> Result<()
     for (name, text) in files {
         write_file_synced(&entries.join(name), text.as_bytes())?;
     }
-    let mut json = serde_json::to_vec_pretty(state).expect("state serializes");
+    let state = State {
+        version: STATE_VERSION,
+        ..state.clone()
+    };
+    let mut json = serde_json::to_vec_pretty(&state).expect("state serializes");
     json.push(b'\n');
     write_file_synced(&dir.join(STATE_FILE), &json)?;
     fsync_dir(&entries)?;
@@ -398,6 +427,7 @@ mod tests {
             etc_conflicts: vec![],
             components: BTreeMap::new(),
             kernel: None,
+            kargs: vec![],
         }
     }
 
@@ -471,6 +501,25 @@ mod tests {
         let counters: HashMap<_, _> = [(ds[0].rel_path(), tries)].into();
         let kept = entries_for(&state, &counters, Some(&ds[0].rel_path())).unwrap();
         assert!(kept[0].0.ends_with("+2-1.conf") && kept[1].0.ends_with("+3.conf"));
+    }
+
+    #[test]
+    fn options_carry_root_the_deployment_and_its_arguments() {
+        let mut d = dep("aaaaaaaaaaaaaaaa", 0);
+        let (_, text) = entry_for(&d, 0, 1, None);
+        assert!(text.ends_with("\noptions treectl=/treectl/deploy/os/aaaaaaaaaaaaaaaa.0\n"));
+        d.kargs = vec![
+            "quiet".into(),
+            "root=UUID=1234".into(),
+            "console=ttyS0".into(),
+        ];
+        let (_, text) = entry_for(&d, 0, 1, None);
+        assert!(
+            text.ends_with(
+                "\noptions root=UUID=1234 treectl=/treectl/deploy/os/aaaaaaaaaaaaaaaa.0 quiet console=ttyS0\n"
+            ),
+            "{text}"
+        );
     }
 
     #[test]
