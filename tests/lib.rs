@@ -8,7 +8,8 @@
 //! - [`http`]: the one raw HTTP/1.1 client;
 //! - [`server`]: `treectl serve` as a process, tokens, synthetic trees and
 //!   the set-up the server tests share; [`nginx`]: nginx as a static
-//!   mirror; [`apt`]: a real apt repository on loopback;
+//!   mirror; [`apt`]: a real apt repository on loopback; [`bootctl`]:
+//!   systemd's `bootctl list` over a directory of boot entries;
 //! - here: comparing directory trees entry by entry, the benchmark corpus,
 //!   a scratch filesystem.
 
@@ -18,6 +19,7 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 pub mod apt;
+pub mod bootctl;
 pub mod cli;
 pub mod http;
 pub mod nginx;

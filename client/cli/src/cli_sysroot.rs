@@ -72,6 +72,32 @@ pub enum SysrootCommand {
         #[command(flatten)]
         sysroot: SysrootArg,
     },
+    /// Show or edit the kernel arguments of the next boot; an edit deploys the same commit again with them
+    Kargs(KargsArgs),
+}
+
+/// `treectl kargs`.
+#[derive(Args, Debug)]
+pub struct KargsArgs {
+    #[command(flatten)]
+    pub sysroot: SysrootArg,
+    /// Append ARG (repeatable; also when already present, as console= may repeat)
+    #[arg(long, value_name = "ARG")]
+    pub append: Vec<String>,
+    /// Append ARG unless exactly ARG is present (repeatable)
+    #[arg(long, value_name = "ARG")]
+    pub append_if_missing: Vec<String>,
+    /// Delete KEY=VALUE, or the one argument with key KEY (repeatable)
+    #[arg(long, value_name = "ARG")]
+    pub delete: Vec<String>,
+    /// Like --delete, without an error when ARG is absent (repeatable)
+    #[arg(long, value_name = "ARG")]
+    pub delete_if_present: Vec<String>,
+    /// Replace KEY=OLD with KEY=NEW, or the one argument with key KEY by KEY=NEW (repeatable)
+    #[arg(long, value_name = "KEY=[OLD=]NEW")]
+    pub replace: Vec<String>,
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// `treectl install`.
@@ -96,6 +122,12 @@ pub struct InstallArgs {
     /// The operating system's name (its deployments share /var)
     #[arg(long, default_value = treectl_sysroot::DEFAULT_STATEROOT, value_name = "NAME")]
     pub stateroot: String,
+    /// The root= kernel argument's value (UUID=..., /dev/vda2, LABEL=...); default: the UUID of the filesystem DIR is the root of, else none
+    #[arg(long, value_name = "ARG")]
+    pub root_arg: Option<String>,
+    /// A further kernel argument of the first deployment (repeatable)
+    #[arg(long, value_name = "ARG")]
+    pub karg: Vec<String>,
     #[command(flatten)]
     pub transfer: TransferArgs,
 }

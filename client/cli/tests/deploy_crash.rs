@@ -1,6 +1,7 @@
 //! Acceptance 3 of issue 7: deploy, stage and finalize killed (SIGKILL) at
 //! failpoints and at timed moments, at least 30 times. After each kill
-//! exactly one default boot entry exists, it points at a complete
+//! exactly one default boot entry exists (the newest version, the one the
+//! boot loader's order starts), it points at a complete
 //! deployment that equals its commit, the default is the old or the new
 //! one, and the next command succeeds.
 
@@ -53,8 +54,15 @@ fn check_invariants(w: &World, context: &str) -> String {
     );
     let default = defaults[0];
     assert!(
-        default.1.starts_with("treectl-os-0-"),
+        default.1.starts_with(&format!("treectl-os-{max}-")),
         "{context}: {default:?}"
+    );
+    // The boot loader's order agrees: it starts the newest entry.
+    let menu = treectl_sysroot::boot::BootMenu::read_dir(&dir).unwrap();
+    assert_eq!(
+        menu.default_entry().map(|e| &e.file_name),
+        Some(&default.1),
+        "{context}: the boot loader's default"
     );
     let names: BTreeSet<_> = versions.iter().map(|v| v.0).collect();
     assert_eq!(names.len(), versions.len(), "{context}: versions unique");

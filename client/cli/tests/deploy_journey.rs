@@ -11,20 +11,19 @@ use std::path::Path;
 
 use deploy_support::*;
 
+/// The live boot entries (file name, content) in the order the boot
+/// loader shows them: the one it starts first.
 fn entries(w: &World) -> Vec<(String, String)> {
     let dir = w.sysroot().join("boot/loader/entries");
-    let mut v: Vec<(String, String)> = fs::read_dir(&dir)
+    treectl_sysroot::boot::BootMenu::read_dir(&dir)
         .unwrap()
+        .entries
+        .into_iter()
         .map(|e| {
-            let e = e.unwrap();
-            (
-                e.file_name().to_string_lossy().into_owned(),
-                fs::read_to_string(e.path()).unwrap(),
-            )
+            let text = fs::read_to_string(dir.join(&e.file_name)).unwrap();
+            (e.file_name, text)
         })
-        .collect();
-    v.sort();
-    v
+        .collect()
 }
 
 fn read(p: &Path) -> String {
@@ -121,13 +120,15 @@ fn install_stage_finalize_follow_revert_and_roll_back() {
         fs::metadata(d1.join("usr/share/doc/README")).unwrap().ino(),
         fs::metadata(d2.join("usr/share/doc/README")).unwrap().ino()
     );
-    // Boot entries: one per deployment, the default first both ways.
+    // Boot entries: one per deployment, the default first; its version is
+    // in its name too, so ordering by name alone also puts it first.
     let e = entries(&w);
     assert_eq!(e.len(), 2);
     assert!(
-        e[0].0.starts_with("treectl-os-0-") && e[0].0.ends_with("+3.conf"),
+        e[0].0.starts_with("treectl-os-2-") && e[0].0.ends_with("+3.conf"),
         "{e:?}"
     );
+    assert!(e[1].0.starts_with("treectl-os-1-"), "{e:?}");
     assert!(e[0].1.contains("version 2\n") && e[1].1.contains("version 1\n"));
     assert!(e[0]
         .1

@@ -16,7 +16,9 @@ use treectl_store::{failpoint, ObjectId, Repo};
 use crate::cleanup::collect_garbage;
 use crate::etc_merge::{merge_etc, MergeReport};
 use crate::finalize::{read_staged, remove_staged, StagedFile};
-use crate::state::{read_state, write_generation, Deployment, Kernel, Origin, ReleaseOrder, State};
+use crate::state::{
+    loader_default, read_state, write_generation, Deployment, Kernel, Origin, ReleaseOrder, State,
+};
 use crate::{fsync_dir, io_err, remove_tree, Result, Sysroot, SysrootError};
 
 /// Commit metadata keys starting with this name a component and its version.
@@ -31,6 +33,23 @@ pub fn merge_deployment<'s>(sysroot: &Sysroot, state: &'s State) -> Option<&'s D
         .iter()
         .find(|d| Some(d.rel_path().as_str()) == booted)
         .or_else(|| state.deployments.first())
+}
+
+/// The deployment the next boot starts: the staged one, else the one
+/// whose live entry the boot loader picks ([`loader_default`]: the
+/// default, unless its entry went bad and the loader falls back). New
+/// deployments take their kernel arguments from it; `treectl kargs`
+/// shows and edits it.
+pub fn next_boot(
+    sysroot: &Sysroot,
+    state: &State,
+    staged: Option<&Deployment>,
+) -> Result<Option<Deployment>> {
+    if let Some(s) = staged {
+        return Ok(Some(s.clone()));
+    }
+    let index = loader_default(sysroot, state)?.unwrap_or(0);
+    Ok(state.deployments.get(index).cloned())
 }
 
 /// Where a commit keeps its `/etc` defaults.
@@ -106,6 +125,7 @@ pub fn build_deployment(
         etc_conflicts: vec![],
         components: components_of(&meta),
         kernel: None,
+        kargs: vec![],
     };
     // The ref first: from here on no prune can take the commit away.
     Transaction::begin(repo)?.commit(&[RefUpdate {
@@ -267,7 +287,9 @@ pub enum Switch {
 }
 
 /// Deploys `commit` (in the local repository) as the new default, or
-/// stages it. The caller holds the lock.
+/// stages it. Its kernel arguments are `kargs`, else those of the
+/// deployment the next boot would start ([`next_boot`]). The caller holds
+/// the lock.
 pub fn deploy_commit(
     sysroot: &Sysroot,
     commit: &ObjectId,
@@ -275,18 +297,25 @@ pub fn deploy_commit(
     release_serial: Option<u64>,
     switch: Switch,
     clear_floor: bool,
+    kargs: Option<Vec<String>>,
 ) -> Result<Deployment> {
     let mut state = read_state(sysroot)?;
     collect_garbage(sysroot, &state)?;
     if switch == Switch::Stage {
         sysroot.check_free_space()?;
     }
+    let kargs = match kargs {
+        Some(k) => k,
+        None => next_boot(sysroot, &state, read_staged(sysroot)?.as_ref())?
+            .map(|d| d.kargs)
+            .unwrap_or_default(),
+    };
     let repo = sysroot.open_repo()?;
     let stateroot = state
         .deployments
         .first()
         .map_or(super::DEFAULT_STATEROOT.to_owned(), |d| d.stateroot.clone());
-    let d = build_deployment(
+    let mut d = build_deployment(
         sysroot,
         &repo,
         &state,
@@ -295,6 +324,7 @@ pub fn deploy_commit(
         origin,
         release_serial,
     )?;
+    d.kargs = kargs;
     if clear_floor {
         state.rollback_floor = None;
     }

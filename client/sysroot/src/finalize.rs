@@ -21,7 +21,7 @@ pub(crate) struct StagedFile {
     pub(crate) clear_floor: bool,
 }
 
-fn read_staged_file(sysroot: &Sysroot) -> Result<Option<StagedFile>> {
+pub(crate) fn read_staged_file(sysroot: &Sysroot) -> Result<Option<StagedFile>> {
     let path = sysroot.staged_path();
     match fs::read(&path) {
         Ok(b) => serde_json::from_slice(&b)

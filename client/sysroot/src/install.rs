@@ -1,6 +1,8 @@
 //! `install`: a new sysroot with its first deployment.
 
 use std::fs;
+use std::path::Path;
+use std::process::Command;
 
 use treectl_store::checkout::{checkout, resolve_path, CheckoutOptions, Resolved};
 use treectl_store::{Repo, RepoMode};
@@ -26,6 +28,12 @@ pub struct InstallOptions {
     pub remote: Option<NewRemote>,
     /// How to pull a remote source.
     pub pull: PullOptions,
+    /// The value of the `root=` kernel argument (`UUID=…`, `/dev/vda2`,
+    /// `LABEL=…`). `None`: the UUID of the filesystem the sysroot is the
+    /// root of ([`detect_root_arg`]), else no `root=` at all.
+    pub root_arg: Option<String>,
+    /// Further kernel arguments of the first deployment.
+    pub kargs: Vec<String>,
 }
 
 impl Default for InstallOptions {
@@ -34,8 +42,51 @@ impl Default for InstallOptions {
             stateroot: crate::DEFAULT_STATEROOT.to_owned(),
             remote: None,
             pull: PullOptions::default(),
+            root_arg: None,
+            kargs: vec![],
         }
     }
+}
+
+/// The first deployment's kernel arguments: `root=` (given, else
+/// detected) and `opts.kargs`, each checked.
+fn first_kargs(sysroot: &Sysroot, opts: &InstallOptions) -> Result<Vec<String>> {
+    let root = match &opts.root_arg {
+        // `--root-arg root=X` means the same as `--root-arg X`.
+        Some(value) => Some(format!(
+            "root={}",
+            value.strip_prefix("root=").unwrap_or(value)
+        )),
+        None => detect_root_arg(sysroot.root()),
+    };
+    let kargs: Vec<String> = root.into_iter().chain(opts.kargs.iter().cloned()).collect();
+    for k in &kargs {
+        crate::kargs::validate(k)?;
+    }
+    Ok(kargs)
+}
+
+/// `root=UUID=<uuid>` of the filesystem whose root directory is `root`,
+/// as `findmnt --mountpoint` reports it. `None` when `root` is a directory
+/// inside another filesystem (an image being built: its filesystem does
+/// not exist yet, and the host's would be wrong), when the filesystem has
+/// no UUID, or when findmnt (util-linux) cannot tell: a missing `root=`
+/// is what treectl wrote before it knew about `root=`, and the initramfs
+/// then finds the root by other means.
+pub fn detect_root_arg(root: &Path) -> Option<String> {
+    let root = fs::canonicalize(root).ok()?;
+    let out = Command::new("findmnt")
+        .args(["--noheadings", "--output", "UUID", "--mountpoint"])
+        .arg(&root)
+        .output()
+        .ok()?;
+    if !out.status.success() {
+        return None;
+    }
+    let text = String::from_utf8(out.stdout).ok()?;
+    let uuid = text.lines().next()?.trim();
+    let plausible = !uuid.is_empty() && uuid.chars().all(|c| c.is_ascii_alphanumeric() || c == '-');
+    plausible.then(|| format!("root=UUID={uuid}"))
 }
 
 /// A remote to configure in the sysroot's repository.
@@ -57,6 +108,7 @@ pub fn install(
     progress: &dyn Progress,
 ) -> Result<Deployment> {
     fs::create_dir_all(sysroot.root()).map_err(io_err("creating", sysroot.root()))?;
+    let kargs = first_kargs(sysroot, opts)?;
     if let Source::Remote { name, refname } = source {
         ensure_remote(sysroot, name, opts.remote.as_ref())?;
         pull_remote(sysroot, name, refname, &opts.pull, progress)?;
@@ -77,7 +129,7 @@ pub fn install(
         deployments: vec![],
         rollback_floor: None,
     };
-    let d = build_deployment(
+    let mut d = build_deployment(
         sysroot,
         &repo,
         &state,
@@ -86,6 +138,7 @@ pub fn install(
         Some(source.origin()),
         head.serial,
     )?;
+    d.kargs = kargs;
     // /var: seeded once from the first commit, shared from then on.
     let var = sysroot.stateroot_dir(&opts.stateroot).join("var");
     if !var.exists() {

@@ -4,21 +4,27 @@
 //! recognised and what a crash leaves behind.
 //!
 //! [`Sysroot`] locates everything; [`state`] holds the deployment list and
-//! writes boot generations; [`fetch`] copies commits into the local
-//! repository; [`deploy`] has the operations (install, deploy, stage,
-//! finalize, rollback, pin, cleanup, upgrade decisions).
+//! writes boot generations; [`boot`] reads Boot Loader Specification
+//! entries and orders them as the boot loader does ([`verscmp`] is its
+//! version order); [`fetch`] copies commits into the local repository;
+//! [`deploy`] has the operations (install, deploy, stage, finalize,
+//! rollback, pin, cleanup, upgrade decisions); [`kargs`] edits a
+//! deployment's kernel arguments.
 
+pub mod boot;
 pub mod cleanup;
 pub mod deploy;
 pub mod etc_merge;
 pub mod fetch;
 pub mod finalize;
 pub mod install;
+pub mod kargs;
 pub mod rollback;
 pub mod source;
 pub mod state;
 pub mod status;
 pub mod upgrade;
+pub mod verscmp;
 
 use std::fs::{self, File, OpenOptions};
 use std::io;
@@ -85,6 +91,13 @@ pub enum SysrootError {
     /// The pull from a remote origin failed (offline, refused, corrupt...).
     #[error(transparent)]
     Pull(Box<treectl_transport::TransportError>),
+    /// A kernel argument edit that cannot apply (nothing was changed).
+    #[error("{0}")]
+    Kargs(#[from] kargs::KargsError),
+    /// The entries about to be written would not boot the deployment they
+    /// should; nothing was written.
+    #[error("refusing to write boot entries that would make the boot loader start {loader} instead of {expected}; nothing was changed (please report this)")]
+    BootOrder { expected: String, loader: String },
 }
 
 pub type Result<T, E = SysrootError> = std::result::Result<T, E>;

@@ -5,6 +5,11 @@
 //! ordered deployment list (index 0 is the default, 1 the rollback). A
 //! change writes the other generation completely, then renames a new
 //! symlink over `boot/loader`: the one atomic step of every command.
+//!
+//! Version changes of `treectl.json`: 1 → 2 added each deployment's
+//! `kargs` (kernel arguments). Version 1 is read as 2 with no kernel
+//! arguments (its entries had none) and written back as 2, so a treectl
+//! that reads only 1 refuses it instead of dropping the arguments.
 
 use std::cmp::Ordering;
 use std::collections::{BTreeMap, HashMap};
@@ -16,10 +21,13 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use treectl_store::failpoint;
 
+use crate::boot::{with_counter, BootEntry, BootMenu, Counter};
 use crate::{fsync_dir, io_err, remove_tree, Result, Sysroot, SysrootError, KARG};
 
-/// The version of `treectl.json`.
-pub const STATE_VERSION: u32 = 1;
+/// The version of `treectl.json` this treectl writes.
+pub const STATE_VERSION: u32 = 2;
+/// The oldest version of `treectl.json` this treectl reads.
+pub const MIN_STATE_VERSION: u32 = 1;
 /// Boot attempts a new entry gets (`+3` in its file name).
 pub const BOOT_TRIES: u32 = 3;
 
@@ -97,6 +105,12 @@ pub struct Deployment {
     pub components: BTreeMap<String, String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kernel: Option<Kernel>,
+    /// Kernel arguments of this deployment's boot entry besides `treectl=`
+    /// (which treectl adds): `root=` and whatever `install --karg` or
+    /// `treectl kargs` set. A new deployment starts with those of the
+    /// deployment the next boot would start (see `docs/deployments.md`).
+    #[serde(default)]
+    pub kargs: Vec<String>,
 }
 
 impl Deployment {
@@ -117,6 +131,16 @@ impl Deployment {
     /// The local repository ref that keeps this deployment's commit.
     pub fn ref_name(&self) -> String {
         format!("deploy/{}/{}", self.stateroot, self.id())
+    }
+
+    /// The kernel command line of this deployment's entry: `root=`
+    /// arguments first, then `treectl=`, then the other kernel arguments.
+    pub fn cmdline(&self) -> String {
+        let is_root = |a: &&String| crate::kargs::key_of(a) == "root";
+        let mut args: Vec<String> = self.kargs.iter().filter(is_root).cloned().collect();
+        args.push(format!("{KARG}={}", self.rel_path()));
+        args.extend(self.kargs.iter().filter(|a| !is_root(a)).cloned());
+        args.join(" ")
     }
 
     /// `STATEROOT VERSION (COMMIT.SERIAL)`, as messages name a deployment.
@@ -173,69 +197,78 @@ pub fn read_state(sysroot: &Sysroot) -> Result<State> {
         .join(format!("loader.{generation}"))
         .join(STATE_FILE);
     let text = fs::read(&path).map_err(io_err("reading", &path))?;
-    let state: State = serde_json::from_slice(&text).map_err(|e| SysrootError::BadState {
+    let mut state: State = serde_json::from_slice(&text).map_err(|e| SysrootError::BadState {
         path: path.clone(),
         reason: e.to_string(),
     })?;
-    if state.version != STATE_VERSION {
+    if !(MIN_STATE_VERSION..=STATE_VERSION).contains(&state.version) {
         return Err(SysrootError::BadState {
             path,
             reason: format!(
-                "format version {} (this treectl reads {STATE_VERSION})",
+                "format version {} (this treectl reads {MIN_STATE_VERSION} to {STATE_VERSION})",
                 state.version
             ),
         });
     }
+    // Read as the current version; every write stores it as such.
+    state.version = STATE_VERSION;
     Ok(state)
 }
 
-/// Boot-counting suffixes (`+2-1`, or empty once marked good) of the live
-/// entries, by the `treectl=` value they boot.
-fn live_counters(sysroot: &Sysroot) -> Result<HashMap<String, String>> {
-    let dir = sysroot.boot_dir().join(LOADER).join("entries");
-    let mut out = HashMap::new();
-    let rd = match fs::read_dir(&dir) {
-        Ok(rd) => rd,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
-        Err(e) => return Err(io_err("reading", &dir)(e)),
+/// The live generation's boot entries in the boot loader's order.
+pub fn live_menu(sysroot: &Sysroot) -> Result<BootMenu> {
+    BootMenu::read_dir(&sysroot.boot_dir().join(LOADER).join("entries"))
+}
+
+/// The index of the deployment whose live entry the boot loader starts
+/// ([`BootMenu::default_entry`]): 0 unless the default's entry went bad (no
+/// tries left). `None` when the first entry boots no listed deployment.
+pub fn loader_default(sysroot: &Sysroot, state: &State) -> Result<Option<usize>> {
+    let menu = live_menu(sysroot)?;
+    let Some(target) = menu.default_entry().and_then(BootEntry::treectl_target) else {
+        return Ok(None);
     };
-    for e in rd {
-        let e = e.map_err(io_err("reading", &dir))?;
-        let name = e.file_name().to_string_lossy().into_owned();
-        let Some(stem) = name.strip_suffix(".conf") else {
-            continue;
-        };
-        let text = fs::read_to_string(e.path()).map_err(io_err("reading", &e.path()))?;
-        if let Some(target) = entry_target(&text) {
-            let counter = stem.rfind('+').map_or("", |i| &stem[i..]);
-            out.insert(target, counter.to_owned());
-        }
-    }
-    Ok(out)
+    Ok(state
+        .deployments
+        .iter()
+        .position(|d| d.rel_path() == target))
 }
 
-/// The `treectl=` value of a boot entry's `options` line.
-pub fn entry_target(entry: &str) -> Option<String> {
-    entry
-        .lines()
-        .filter_map(|l| l.strip_prefix("options "))
-        .find_map(super::parse_cmdline)
+/// Boot counters of the live entries (`None`: good, no counting), by the
+/// `treectl=` value they boot.
+fn live_counters(sysroot: &Sysroot) -> Result<HashMap<String, Option<Counter>>> {
+    Ok(live_menu(sysroot)?
+        .entries
+        .into_iter()
+        .filter_map(|e| Some((e.treectl_target()?, e.counter)))
+        .collect())
 }
 
-/// One entry's file name and content.
-pub fn entry_for(d: &Deployment, pos: usize, count: usize, counter: &str) -> (String, String) {
-    let name = format!(
-        "treectl-{}-{pos}-{}.{}{counter}.conf",
-        d.stateroot,
-        &d.commit[..12.min(d.commit.len())],
-        d.serial
+/// The entry of the deployment at `pos` in a list of `count`: file name
+/// and content. `version` is `count - pos` and the file name carries it
+/// too, so a boot loader that orders by version and one that orders by
+/// file name (both newest first) agree: the default comes first.
+pub fn entry_for(
+    d: &Deployment,
+    pos: usize,
+    count: usize,
+    counter: Option<Counter>,
+) -> (String, String) {
+    let version = count - pos;
+    let short = &d.commit[..12.min(d.commit.len())];
+    let name = with_counter(
+        &format!(
+            "treectl-{}-{version}-{short}.{}{}",
+            d.stateroot,
+            d.serial,
+            crate::boot::ENTRY_SUFFIX
+        ),
+        counter,
     );
     let mut text = format!(
-        "title treectl {} {} ({})\nversion {}\nsort-key treectl-{}\n",
+        "title treectl {} {} ({short})\nversion {version}\nsort-key treectl-{}\n",
         d.stateroot,
         d.version.as_deref().unwrap_or("-"),
-        &d.commit[..12.min(d.commit.len())],
-        count - pos,
         d.stateroot,
     );
     if let Some(k) = &d.kernel {
@@ -244,8 +277,54 @@ pub fn entry_for(d: &Deployment, pos: usize, count: usize, counter: &str) -> (St
             text.push_str(&format!("initrd {i}\n"));
         }
     }
-    text.push_str(&format!("options {KARG}={}\n", d.rel_path()));
+    text.push_str(&format!("options {}\n", d.cmdline()));
     (name, text)
+}
+
+/// The entries of a generation for `state`: each existing deployment
+/// keeps its live counter, a new one gets `+BOOT_TRIES`. A deployment a
+/// command makes the default (`default_before` was another one) whose
+/// entry went bad gets fresh tries: someone asked to boot it again.
+/// Checked with [`BootMenu`]: the boot loader must start the first
+/// deployment whose entry is not bad.
+fn entries_for(
+    state: &State,
+    counters: &HashMap<String, Option<Counter>>,
+    default_before: Option<&str>,
+) -> Result<Vec<(String, String)>> {
+    let count = state.deployments.len();
+    let mut files = vec![];
+    let mut expected = None;
+    for (pos, d) in state.deployments.iter().enumerate() {
+        let rel = d.rel_path();
+        let mut counter = match counters.get(&rel) {
+            Some(live) => *live,
+            None => Some(Counter::fresh(BOOT_TRIES)),
+        };
+        let bad = counter.is_some_and(|c| c.is_bad());
+        if pos == 0 && bad && default_before != Some(rel.as_str()) {
+            counter = Some(Counter::fresh(BOOT_TRIES));
+        }
+        if expected.is_none() && !counter.is_some_and(|c| c.is_bad()) {
+            expected = Some(rel);
+        }
+        files.push(entry_for(d, pos, count, counter));
+    }
+    let expected = expected.or_else(|| state.deployments.first().map(Deployment::rel_path));
+    let menu = BootMenu::from_entries(
+        files
+            .iter()
+            .map(|(name, text)| BootEntry::parse(name, text))
+            .collect(),
+    );
+    let loader = menu.default_entry().and_then(BootEntry::treectl_target);
+    if loader != expected {
+        return Err(SysrootError::BootOrder {
+            expected: expected.unwrap_or_else(|| "nothing".into()),
+            loader: loader.unwrap_or_else(|| "nothing".into()),
+        });
+    }
+    Ok(files)
 }
 
 fn write_file_synced(path: &Path, data: &[u8]) -> Result<()> {
@@ -261,11 +340,18 @@ pub fn write_generation(sysroot: &Sysroot, state: &State, fp: &str) -> Result<()
     let boot = sysroot.boot_dir();
     fs::create_dir_all(&boot).map_err(io_err("creating", &boot))?;
     let live = live_generation(sysroot)?;
-    let counters = if live.is_some() {
-        live_counters(sysroot)?
-    } else {
-        HashMap::new()
+    let (counters, default_before) = match live {
+        Some(_) => (
+            live_counters(sysroot)?,
+            read_state(sysroot)?
+                .deployments
+                .first()
+                .map(Deployment::rel_path),
+        ),
+        None => (HashMap::new(), None),
     };
+    // Everything is decided (and checked) before anything is written.
+    let files = entries_for(state, &counters, default_before.as_deref())?;
     let next = match live {
         Some(0) => 1,
         _ => 0,
@@ -274,16 +360,14 @@ pub fn write_generation(sysroot: &Sysroot, state: &State, fp: &str) -> Result<()
     remove_tree(&dir)?;
     let entries = dir.join("entries");
     fs::create_dir_all(&entries).map_err(io_err("creating", &entries))?;
-    let count = state.deployments.len();
-    for (pos, d) in state.deployments.iter().enumerate() {
-        let counter = counters
-            .get(&d.rel_path())
-            .cloned()
-            .unwrap_or_else(|| format!("+{BOOT_TRIES}"));
-        let (name, text) = entry_for(d, pos, count, &counter);
+    for (name, text) in files {
         write_file_synced(&entries.join(name), text.as_bytes())?;
     }
-    let mut json = serde_json::to_vec_pretty(state).expect("state serializes");
+    let state = State {
+        version: STATE_VERSION,
+        ..state.clone()
+    };
+    let mut json = serde_json::to_vec_pretty(&state).expect("state serializes");
     json.push(b'\n');
     write_file_synced(&dir.join(STATE_FILE), &json)?;
     fsync_dir(&entries)?;
@@ -302,32 +386,26 @@ pub fn write_generation(sysroot: &Sysroot, state: &State, fp: &str) -> Result<()
     Ok(())
 }
 
-/// Marks the booted deployment's entry good: drops its boot counter.
-/// Returns false when nothing is booted or the entry has no counter.
+/// Marks the booted deployment's entry good: drops its boot counter
+/// (`+LEFT` or `+LEFT-DONE`, bad ones included: the deployment did boot).
+/// Returns false when nothing is booted, no live entry boots it, or the
+/// entry has no counter.
 pub fn mark_boot_ok(sysroot: &Sysroot) -> Result<bool> {
     let Some(booted) = sysroot.booted_arg() else {
         return Ok(false);
     };
     let dir = sysroot.boot_dir().join(LOADER).join("entries");
-    for e in fs::read_dir(&dir).map_err(io_err("reading", &dir))? {
-        let e = e.map_err(io_err("reading", &dir))?;
-        let name = e.file_name().to_string_lossy().into_owned();
-        let text = fs::read_to_string(e.path()).map_err(io_err("reading", &e.path()))?;
-        if entry_target(&text).as_deref() != Some(booted) {
-            continue;
-        }
-        let Some(stem) = name.strip_suffix(".conf") else {
-            continue;
-        };
-        let Some(plus) = stem.rfind('+') else {
-            return Ok(false);
-        };
-        let good = dir.join(format!("{}.conf", &stem[..plus]));
-        fs::rename(e.path(), &good).map_err(io_err("renaming", &e.path()))?;
-        fsync_dir(&dir)?;
-        return Ok(true);
+    let menu = BootMenu::read_dir(&dir)?;
+    let Some(e) = menu.find_target(booted) else {
+        return Ok(false);
+    };
+    if e.counter.is_none() {
+        return Ok(false);
     }
-    Ok(false)
+    let from = dir.join(&e.file_name);
+    fs::rename(&from, dir.join(e.good_name())).map_err(io_err("renaming", &from))?;
+    fsync_dir(&dir)?;
+    Ok(true)
 }
 
 #[cfg(test)]
@@ -349,20 +427,98 @@ mod tests {
             etc_conflicts: vec![],
             components: BTreeMap::new(),
             kernel: None,
+            kargs: vec![],
         }
+    }
+
+    fn ids(files: &[(String, String)], strip: &[&str]) -> Vec<String> {
+        let entries = files
+            .iter()
+            .map(|(n, t)| {
+                let kept: String = t
+                    .lines()
+                    .filter(|l| !strip.iter().any(|k| l.starts_with(k)))
+                    .map(|l| format!("{l}\n"))
+                    .collect();
+                BootEntry::parse(n, &kept)
+            })
+            .collect();
+        BootMenu::from_entries(entries)
+            .entries
+            .into_iter()
+            .map(|e| e.treectl_target().unwrap())
+            .collect()
     }
 
     #[test]
     fn entries_put_the_default_first_both_ways() {
-        let ds = [dep("aaaaaaaaaaaaaaaa", 0), dep("bbbbbbbbbbbbbbbb", 1)];
-        let e0 = entry_for(&ds[0], 0, 2, "+3");
-        let e1 = entry_for(&ds[1], 1, 2, "");
-        assert!(e0.0 < e1.0, "file names: {} {}", e0.0, e1.0);
-        assert!(e0.1.contains("version 2\n") && e1.1.contains("version 1\n"));
-        assert!(e0.0.ends_with("+3.conf"));
+        let state = State {
+            version: STATE_VERSION,
+            deployments: (0..11)
+                .map(|i| dep(&format!("{i:x}aaaaaaaaaaaaaaa"), 0))
+                .collect(),
+            rollback_floor: None,
+        };
+        let files = entries_for(&state, &HashMap::new(), None).unwrap();
+        let want: Vec<String> = state.deployments.iter().map(Deployment::rel_path).collect();
+        assert_eq!(ids(&files, &[]), want, "by sort-key and version");
         assert_eq!(
-            entry_target(&e0.1).as_deref(),
-            Some("/treectl/deploy/os/aaaaaaaaaaaaaaaa.0")
+            ids(&files, &["version", "sort-key"]),
+            want,
+            "by file name alone"
+        );
+        assert!(files[0].0.starts_with("treectl-os-11-0aaaaaaaaaaa.0+3"));
+        assert!(files[10].0.starts_with("treectl-os-1-aaaaaaaaaaaa.0+3"));
+        assert!(files[0].1.contains("version 11\n") && files[10].1.contains("version 1\n"));
+    }
+
+    #[test]
+    fn counters_are_kept_and_a_bad_entry_made_default_gets_fresh_tries() {
+        let ds = vec![dep("aaaaaaaaaaaaaaaa", 0), dep("bbbbbbbbbbbbbbbb", 0)];
+        let state = State {
+            version: STATE_VERSION,
+            deployments: ds.clone(),
+            rollback_floor: None,
+        };
+        let bad = Some(Counter {
+            left: 0,
+            done: Some(3),
+        });
+        let counters: HashMap<_, _> = [(ds[0].rel_path(), bad), (ds[1].rel_path(), None)].into();
+        // Unchanged default (a pin, a cleanup): the bad mark stays, and the
+        // boot loader starts the next deployment.
+        let same = entries_for(&state, &counters, Some(&ds[0].rel_path())).unwrap();
+        assert!(same[0].0.ends_with("+0-3.conf") && same[1].0.ends_with(".0.conf"));
+        assert_eq!(ids(&same, &[])[0], ds[1].rel_path());
+        // Made the default by a command: three new tries.
+        let made = entries_for(&state, &counters, Some(&ds[1].rel_path())).unwrap();
+        assert!(made[0].0.ends_with("+3.conf"), "{made:?}");
+        // Counters in both forms survive a rewrite.
+        let tries = Some(Counter {
+            left: 2,
+            done: Some(1),
+        });
+        let counters: HashMap<_, _> = [(ds[0].rel_path(), tries)].into();
+        let kept = entries_for(&state, &counters, Some(&ds[0].rel_path())).unwrap();
+        assert!(kept[0].0.ends_with("+2-1.conf") && kept[1].0.ends_with("+3.conf"));
+    }
+
+    #[test]
+    fn options_carry_root_the_deployment_and_its_arguments() {
+        let mut d = dep("aaaaaaaaaaaaaaaa", 0);
+        let (_, text) = entry_for(&d, 0, 1, None);
+        assert!(text.ends_with("\noptions treectl=/treectl/deploy/os/aaaaaaaaaaaaaaaa.0\n"));
+        d.kargs = vec![
+            "quiet".into(),
+            "root=UUID=1234".into(),
+            "console=ttyS0".into(),
+        ];
+        let (_, text) = entry_for(&d, 0, 1, None);
+        assert!(
+            text.ends_with(
+                "\noptions root=UUID=1234 treectl=/treectl/deploy/os/aaaaaaaaaaaaaaaa.0 quiet console=ttyS0\n"
+            ),
+            "{text}"
         );
     }
 

@@ -1,12 +1,41 @@
-//! What `treectl status` shows: each deployment with its markers, the
-//! component versions that differ from the booted one, `/etc` conflicts.
+//! What `treectl status` shows: each deployment with its markers, its
+//! boot entry's counting state, the component versions that differ from
+//! the booted one, `/etc` conflicts.
 
 use serde::Serialize;
 
+use crate::boot::{BootEntry, Counter};
 use crate::finalize::read_staged;
-use crate::state::{read_state, Deployment, State};
+use crate::state::{live_menu, read_state, Deployment, State};
 use crate::upgrade::{component_changes, ComponentChange};
 use crate::{Result, Sysroot};
+
+/// A deployment's live boot entry.
+#[derive(Clone, Debug, Serialize)]
+pub struct EntryStatus {
+    /// The file name under `boot/loader/entries/`.
+    pub file: String,
+    /// `good` (no counter), `indeterminate` (tries left) or `bad` (none
+    /// left: the boot loader passes over it while another entry is left).
+    pub state: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub counter: Option<Counter>,
+}
+
+impl EntryStatus {
+    fn of(e: &BootEntry) -> EntryStatus {
+        let state = match e.counter {
+            None => "good",
+            Some(c) if c.is_bad() => "bad",
+            Some(_) => "indeterminate",
+        };
+        EntryStatus {
+            file: e.file_name.clone(),
+            state,
+            counter: e.counter,
+        }
+    }
+}
 
 /// One deployment as `status` shows it.
 #[derive(Clone, Debug, Serialize)]
@@ -21,6 +50,11 @@ pub struct StatusEntry {
     pub staged: bool,
     pub default: bool,
     pub rollback: bool,
+    /// The boot loader starts this deployment's entry (the first in its
+    /// order): the default's, unless that entry is bad.
+    pub loader_default: bool,
+    /// The live boot entry (`None` for the staged deployment).
+    pub boot_entry: Option<EntryStatus>,
     /// Components whose version differs from the booted (else default) one.
     pub component_changes: Vec<ComponentChange>,
 }
@@ -40,6 +74,8 @@ pub struct Status {
 pub fn status(sysroot: &Sysroot) -> Result<Status> {
     let state: State = read_state(sysroot)?;
     let staged = read_staged(sysroot)?;
+    let menu = live_menu(sysroot)?;
+    let loader_target = menu.default_entry().and_then(BootEntry::treectl_target);
     let booted = sysroot.booted_arg().map(str::to_owned);
     let base = state
         .deployments
@@ -55,6 +91,12 @@ pub fn status(sysroot: &Sysroot) -> Result<Status> {
         staged,
         default: index == Some(0),
         rollback: index == Some(1),
+        loader_default: !staged && loader_target.as_deref() == Some(d.rel_path().as_str()),
+        boot_entry: if staged {
+            None
+        } else {
+            menu.find_target(&d.rel_path()).map(EntryStatus::of)
+        },
         component_changes: component_changes(&base, &d.components),
         deployment: d.clone(),
     };

@@ -220,6 +220,7 @@ pub fn upgrade(
         head.serial,
         switch,
         opts.allow_downgrade,
+        None,
     )?);
     Ok(outcome)
 }

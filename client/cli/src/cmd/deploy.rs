@@ -1,6 +1,6 @@
 //! `install`, `status`, `upgrade`, `deploy`, `rollback`, `finalize-staged`,
-//! `pin`, `unpin`, `cleanup`, `boot-ok`: each parses, calls one function of
-//! `treectl_sysroot` and formats its result.
+//! `pin`, `unpin`, `cleanup`, `boot-ok`, `kargs`: each parses, calls one
+//! function of `treectl_sysroot` and formats its result.
 
 use std::io::Write;
 use std::path::Path;
@@ -10,6 +10,7 @@ use anyhow::{Context, Result};
 use treectl_release::sign::PublicKey;
 use treectl_sysroot::deploy::{self, Switch};
 use treectl_sysroot::install::{install, InstallOptions, NewRemote};
+use treectl_sysroot::kargs::{kargs, KargsEdit, KargsOutcome};
 use treectl_sysroot::source::Source;
 use treectl_sysroot::state::{self, read_state, Deployment};
 use treectl_sysroot::status::{status, Status};
@@ -18,7 +19,7 @@ use treectl_sysroot::upgrade::{
 };
 use treectl_sysroot::{cleanup, finalize, rollback, Sysroot};
 
-use crate::cli_sysroot::{InstallArgs, SysrootCommand, UpgradeArgs};
+use crate::cli_sysroot::{InstallArgs, KargsArgs, SysrootCommand, UpgradeArgs};
 use crate::cmd::pull::pull_options;
 use crate::progress::{Progress, ProgressMode};
 
@@ -51,7 +52,7 @@ pub fn run(cmd: SysrootCommand) -> Result<ExitCode> {
             let origin = st.deployments.first().and_then(|d| d.origin.clone());
             let id = treectl_sysroot::source::resolve_rev(&sr, &rev)?;
             let switch = if stage { Switch::Stage } else { Switch::Now };
-            let d = deploy::deploy_commit(&sr, &id, origin, None, switch, true)?;
+            let d = deploy::deploy_commit(&sr, &id, origin, None, switch, true, None)?;
             print_deployed(&sr, &d, switch)?;
             Ok(ExitCode::SUCCESS)
         }
@@ -95,7 +96,53 @@ pub fn run(cmd: SysrootCommand) -> Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
+        SysrootCommand::Kargs(args) => run_kargs(args),
     }
+}
+
+fn run_kargs(args: KargsArgs) -> Result<ExitCode> {
+    let sr = sysroot_at(&args.sysroot.sysroot)?;
+    let edit = KargsEdit {
+        append: args.append,
+        append_if_missing: args.append_if_missing,
+        delete: args.delete,
+        delete_if_present: args.delete_if_present,
+        replace: args.replace,
+    };
+    let out: KargsOutcome = kargs(&sr, &edit)?;
+    let d = &out.deployment;
+    if args.json {
+        let v = serde_json::json!({
+            "kargs": d.kargs,
+            "options": d.cmdline(),
+            "deployment": d.id(),
+            "path": d.rel_path(),
+            "staged": out.staged,
+            "changed": out.changed,
+        });
+        outln!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    if edit.is_empty() {
+        outln!("{}", d.kargs.join(" "));
+    } else if !out.changed {
+        outln!(
+            "kernel arguments unchanged: {} already has them",
+            d.describe()
+        );
+    } else {
+        print_deployed(
+            &sr,
+            d,
+            if out.staged {
+                Switch::Stage
+            } else {
+                Switch::Now
+            },
+        )?;
+        outln!("  kernel arguments: {}", d.kargs.join(" "));
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn run_install(args: InstallArgs) -> Result<ExitCode> {
@@ -116,6 +163,8 @@ fn run_install(args: InstallArgs) -> Result<ExitCode> {
         stateroot: args.stateroot,
         remote,
         pull: pull_options(&args.transfer)?,
+        root_arg: args.root_arg,
+        kargs: args.karg,
     };
     let sr = sysroot_at(&args.sysroot.sysroot)?;
     let progress = Progress::start(ProgressMode::pick(false), src.origin().to_string());
@@ -150,12 +199,15 @@ fn print_status(st: &Status, json: bool) -> Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     for e in &st.deployments {
+        let bad = e.boot_entry.as_ref().is_some_and(|b| b.state == "bad");
         let marks: Vec<&str> = [
             (e.staged, "staged"),
             (e.default, "default"),
             (e.rollback, "rollback"),
             (e.booted, "booted"),
             (e.deployment.pinned, "pinned"),
+            (bad, "bad"),
+            (e.loader_default && !e.default, "fallback"),
         ]
         .into_iter()
         .filter_map(|(on, name)| on.then_some(name))
@@ -171,6 +223,20 @@ fn print_status(st: &Status, json: bool) -> Result<ExitCode> {
             outln!("      origin: {o}");
         }
         outln!("      path: {}", e.path);
+        if !e.deployment.kargs.is_empty() {
+            outln!("      kernel arguments: {}", e.deployment.kargs.join(" "));
+        }
+        if let Some(c) = e.boot_entry.as_ref().and_then(|b| b.counter) {
+            let done = c.done.unwrap_or(0);
+            if c.is_bad() {
+                outln!("      boot entry: bad after {done} failed tries; the boot loader starts another entry");
+            } else {
+                outln!(
+                    "      boot entry: not yet marked good, {} tries left ({done} failed)",
+                    c.left
+                );
+            }
+        }
         for c in &e.component_changes {
             outln!("      component {}", change_line(c));
         }
