@@ -9,7 +9,8 @@
 //! - [`server`]: `treectl serve` as a process, tokens, synthetic trees and
 //!   the set-up the server tests share; [`nginx`]: nginx as a static
 //!   mirror; [`apt`]: a real apt repository on loopback; [`bootctl`]:
-//!   systemd's `bootctl list` over a directory of boot entries;
+//!   systemd's `bootctl list` over a directory of boot entries; [`debian`]:
+//!   the Debian archive apt uses here; [`vm`]: booting a sysroot under qemu;
 //! - here: comparing directory trees entry by entry, the benchmark corpus,
 //!   a scratch filesystem.
 
@@ -21,10 +22,12 @@ use std::path::{Path, PathBuf};
 pub mod apt;
 pub mod bootctl;
 pub mod cli;
+pub mod debian;
 pub mod http;
 pub mod nginx;
 pub mod server;
 pub mod skip;
+pub mod vm;
 
 pub use cli::{treectl, treectl_bin, treectl_in, Outcome, Treectl};
 pub use skip::{require, require_corpus, require_root, require_that, require_tools};

@@ -9,6 +9,7 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+use treectl_e2e::debian::{archive_uri, minbase};
 use treectl_e2e::{is_root, treectl_in};
 
 const EXTRA: &[&str] = &[
@@ -28,43 +29,6 @@ fn skip(needs: &str) {
         needs,
         "to compose the archive's packages into a system",
     );
-}
-
-/// The archive apt uses: the first `URIs:` of its deb822 sources.
-fn archive_uri() -> Option<String> {
-    let mut files: Vec<PathBuf> = std::fs::read_dir("/etc/apt/sources.list.d")
-        .ok()?
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| p.extension().is_some_and(|e| e == "sources"))
-        .collect();
-    files.sort();
-    files.iter().find_map(|f| {
-        std::fs::read_to_string(f).ok()?.lines().find_map(|l| {
-            l.strip_prefix("URIs:")
-                .and_then(|u| u.split_whitespace().next())
-                .map(str::to_owned)
-        })
-    })
-}
-
-/// Packages of Priority: required in apt's lists, and apt (minbase).
-fn minbase() -> Vec<String> {
-    let out = Command::new("apt-cache").arg("dumpavail").output().unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    let mut set = std::collections::BTreeSet::from(["apt".to_owned()]);
-    for para in text.split("\n\n") {
-        let field = |name: &str| {
-            para.lines()
-                .find_map(|l| l.strip_prefix(name).map(|v| v.trim().to_owned()))
-        };
-        if field("Priority:").as_deref() == Some("required") {
-            if let Some(p) = field("Package:") {
-                set.insert(p);
-            }
-        }
-    }
-    set.into_iter().collect()
 }
 
 /// `treectl --repo REPO ARGS`, whatever happens (the shared runner).
@@ -219,8 +183,8 @@ fn entries(root: &Path) -> std::collections::BTreeMap<String, Entry> {
 
 /// The documented differences between a configured compose and mmdebstrap
 /// of the same packages (docs/lockfile.md, "Configure": "Compared with
-/// mmdebstrap"): (path pattern, where it may be, why). A pattern ending in
-/// `*` matches that prefix.
+/// mmdebstrap"): (path pattern, where it may be, why). `*` in a pattern
+/// matches any characters, `/` included.
 const KNOWN_DIFFERENCES: &[(&str, &str, &str)] = &[
     ("/dev/*", "mmdebstrap", "device nodes: the store keeps none; /dev is devtmpfs at boot"),
     ("/var/*", "both", "/var content becomes tmpfiles.d entries; the dpkg database moves to /usr/lib/sysimage/dpkg"),
@@ -241,16 +205,32 @@ const KNOWN_DIFFERENCES: &[(&str, &str, &str)] = &[
     ("/etc/apt/sources.list", "mmdebstrap", "mmdebstrap writes its mirror"),
     ("/boot/initrd.img-*", "both", "built with SOURCE_DATE_EPOCH and fixed mtimes"),
     ("/etc/shells", "both", "the same shells in another order (postinst order)"),
+    ("/sysroot", "treectl", "where prepare-root mounts the physical root"),
+    ("/usr/lib/modules/*/vmlinuz", "treectl", "the kernel where deployments take it from: /boot/vmlinuz-* linked"),
 ];
 
 fn known(path: &str, side: &str) -> bool {
     KNOWN_DIFFERENCES.iter().any(|(pattern, where_, _)| {
-        let matches = match pattern.strip_suffix('*') {
-            Some(prefix) => path.starts_with(prefix),
-            None => path == *pattern,
-        };
-        matches && (*where_ == "both" || *where_ == side)
+        wildcard_match(pattern, path) && (*where_ == "both" || *where_ == side)
     })
+}
+
+fn wildcard_match(pattern: &str, path: &str) -> bool {
+    let parts: Vec<&str> = pattern.split('*').collect();
+    let (first, last) = (parts[0], parts[parts.len() - 1]);
+    if parts.len() == 1 {
+        return path == pattern;
+    }
+    let Some(mut rest) = path.strip_prefix(first) else {
+        return false;
+    };
+    for middle in &parts[1..parts.len() - 1] {
+        match rest.find(middle) {
+            Some(i) => rest = &rest[i + middle.len()..],
+            None => return false,
+        }
+    }
+    rest.len() >= last.len() && rest.ends_with(last)
 }
 
 #[test]

@@ -39,6 +39,11 @@ pub const TREECTL_DIR: &str = "treectl";
 pub const KARG: &str = "treectl";
 /// The default stateroot (operating system name).
 pub const DEFAULT_STATEROOT: &str = "os";
+/// What prepare-root leaves in a booted system: its record of the booted
+/// deployment (docs/booting.md).
+pub const BOOTED_RECORD: &str = "/run/treectl/booted";
+/// Where a booted system sees its sysroot (the physical root filesystem).
+pub const BOOTED_SYSROOT: &str = "/sysroot";
 
 /// Errors of sysroot operations. Each names what was being done and where,
 /// and says how to get out of it where there is a way.
@@ -131,7 +136,16 @@ pub struct Sysroot {
 impl Sysroot {
     /// A sysroot at `root`, with the booted deployment taken from the
     /// environment or the kernel command line (see `docs/deployments.md`).
+    ///
+    /// On a system booted from a deployment (prepare-root's record exists),
+    /// `/` means the physical root, [`BOOTED_SYSROOT`]: `/` is the
+    /// deployment itself there.
     pub fn new(root: &Path) -> Sysroot {
+        let root = if root == Path::new("/") && Path::new(BOOTED_RECORD).exists() {
+            Path::new(BOOTED_SYSROOT)
+        } else {
+            root
+        };
         let booted = booted_arg(root);
         Sysroot {
             root: root.to_owned(),
@@ -233,7 +247,8 @@ pub struct SysrootLock {
 
 /// Reads the booted deployment's `treectl=` value: `$TREECTL_BOOTED`, else
 /// the `treectl=` argument of `$TREECTL_CMDLINE` (a file), else of
-/// `/proc/cmdline` when the sysroot is `/`.
+/// `/proc/cmdline` when the sysroot is the running system's (`/`, or
+/// [`BOOTED_SYSROOT`] on a booted deployment).
 fn booted_arg(root: &Path) -> Option<String> {
     if let Some(v) = std::env::var_os("TREECTL_BOOTED") {
         let v = v.to_string_lossy().into_owned();
@@ -241,7 +256,11 @@ fn booted_arg(root: &Path) -> Option<String> {
     }
     let cmdline = match std::env::var_os("TREECTL_CMDLINE") {
         Some(file) => fs::read_to_string(file).ok()?,
-        None if root == Path::new("/") => fs::read_to_string("/proc/cmdline").ok()?,
+        None if root == Path::new("/")
+            || (root == Path::new(BOOTED_SYSROOT) && Path::new(BOOTED_RECORD).exists()) =>
+        {
+            fs::read_to_string("/proc/cmdline").ok()?
+        }
         None => return None,
     };
     parse_cmdline(&cmdline)

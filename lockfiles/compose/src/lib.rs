@@ -6,7 +6,8 @@
 //! [`components`] is the metadata a composed commit carries about what it
 //! was made from. [`configure`] runs the packages' own configuration
 //! (the dpkg database, maintainer scripts in a bubblewrap sandbox) on a
-//! checkout of the merged tree and finishes it. Lockfiles (`treectl-lockfiles`) decide *what* is
+//! checkout of the merged tree and finishes it; [`initramfs`] lays out an
+//! initramfs from packages and the OS kernel's modules. Lockfiles (`treectl-lockfiles`) decide *what* is
 //! composed; this crate only knows trees.
 //!
 //! ```
@@ -26,6 +27,7 @@
 pub mod cache;
 pub mod components;
 pub mod configure;
+pub mod initramfs;
 pub mod merge;
 
 /// Why a merge failed.

@@ -64,6 +64,10 @@ pub enum Error {
     Compose(#[from] treectl_compose::ComposeError),
     #[error(transparent)]
     Configure(#[from] treectl_compose::configure::ConfigureError),
+    #[error("the initramfs: {0}")]
+    Initramfs(#[from] treectl_compose::initramfs::InitramfsError),
+    #[error("the initramfs: {0}")]
+    Export(#[from] treectl_store::export::ExportError),
     #[error("component {name}: {reason}")]
     Component { name: String, reason: String },
     #[error("git repository {url}: {reason}")]

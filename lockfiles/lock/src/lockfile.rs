@@ -42,6 +42,9 @@ pub struct Lockfile {
     /// How the components are merged into one tree.
     #[serde(default)]
     pub compose: ComposeSettings,
+    /// The initramfs composed beside each kernel (absent: none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub initramfs: Option<InitramfsSettings>,
     /// Where components come from, by name.
     #[serde(default, rename = "source", skip_serializing_if = "Vec::is_empty")]
     pub sources: Vec<Source>,
@@ -111,6 +114,40 @@ impl Default for ComposeSettings {
             configure: None,
         }
     }
+}
+
+/// The `[initramfs]` table: an initramfs composed from packages and placed
+/// as `usr/lib/modules/<kver>/initramfs.img` beside each kernel of the
+/// configured tree (docs/booting.md).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct InitramfsSettings {
+    /// Components of this lockfile that make the initramfs tree (merged in
+    /// this order, merged-/usr as the OS); they are not part of the OS tree.
+    pub components: Vec<String>,
+    /// Kernel modules to include with their dependencies, taken from each
+    /// kernel of the OS tree and loaded by `/init` in dependency order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub modules: Vec<String>,
+    /// How `initramfs.img` is compressed.
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub compress: InitramfsCompression,
+}
+
+/// Compression of `initramfs.img` (every one the kernel unpacks).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
+#[serde(rename_all = "kebab-case")]
+pub enum InitramfsCompression {
+    #[default]
+    Gzip,
+    Zstd,
+    None,
+}
+
+fn is_default<T: Default + PartialEq>(value: &T) -> bool {
+    *value == T::default()
 }
 
 /// Resolves a conflicting path (or everything below a directory) in favour
@@ -270,6 +307,7 @@ impl Lockfile {
         Lockfile {
             version: LOCKFILE_VERSION,
             compose: ComposeSettings::default(),
+            initramfs: None,
             sources: Vec::new(),
             components: Vec::new(),
         }

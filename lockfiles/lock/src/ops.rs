@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 use treectl_store::commit::{finish_commit, CommitOptions};
+use treectl_store::export::{export_to_file, ArchiveFormat, Compression, ExportOptions};
 use treectl_store::object::ObjectKind;
 use treectl_store::refs::RefName;
 use treectl_store::store::{Repo, Transaction};
@@ -17,8 +18,8 @@ use crate::artifacts::{self, deb_component};
 use crate::debver;
 use crate::fetch::{sha256_hex, Fetcher};
 use crate::lockfile::{
-    AptSource, Component, DirectorySource, GitSource, Lockfile, Source, TarballSource,
-    LOCAL_DEB_SOURCE,
+    AptSource, Component, DirectorySource, GitSource, InitramfsCompression, Lockfile, Source,
+    TarballSource, LOCAL_DEB_SOURCE,
 };
 use crate::Error;
 use treectl_compose::cache::ComposeCache;
@@ -27,8 +28,9 @@ use treectl_compose::components::{
 };
 use treectl_compose::configure::{
     cache as configure_cache, configure, ConfigureOptions, ConfigureReport, DebPackage,
-    META_CONFIGURE, META_CONFIGURED,
+    InitramfsReport, META_CONFIGURE, META_CONFIGURED,
 };
+use treectl_compose::initramfs;
 use treectl_compose::merge::{compose_tree_cached, ComposeInput, ComposeStats};
 use treectl_import::deb::{control_member, KEPT_CONTROL_MEMBERS};
 
@@ -445,6 +447,28 @@ pub fn compose(
         None => newest,
     };
     let configuring = lock.configures();
+    // The initramfs components are merged into their own tree, not the OS.
+    let initramfs_names: Vec<&str> = match &lock.initramfs {
+        Some(settings) => {
+            if !configuring {
+                return Err(Error::Invalid(
+                    "[initramfs] needs the configure step (its modules come from the configured kernel): remove `configure = false`".into(),
+                ));
+            }
+            for name in &settings.components {
+                if lock.component(name).is_none() {
+                    return Err(Error::Invalid(format!(
+                        "[initramfs] names component {name:?}, which the lockfile does not have"
+                    )));
+                }
+            }
+            settings.components.iter().map(String::as_str).collect()
+        }
+        None => Vec::new(),
+    };
+    let (initramfs_inputs, inputs): (Vec<ComposeInput>, Vec<ComposeInput>) = inputs
+        .into_iter()
+        .partition(|i| initramfs_names.contains(&i.name.as_str()));
     let mut rules = lock.compose.rules();
     if configuring {
         // The patterns apply to the configured tree (scripts may need what
@@ -454,9 +478,24 @@ pub fn compose(
     let mut txn = Transaction::begin(repo)?;
     let mut cache = ComposeCache::load(repo);
     let (mut root, stats) = compose_tree_cached(&txn, &inputs, &rules, &mut cache)?;
+    let initramfs = match &lock.initramfs {
+        Some(settings) => {
+            let mut rules = lock.compose.rules();
+            rules.remove.clear();
+            rules.overrides.clear();
+            let (merged, _) = compose_tree_cached(&txn, &initramfs_inputs, &rules, &mut cache)?;
+            Some(InitramfsPlan {
+                merged,
+                modules: settings.modules.clone(),
+                compression: settings.compress,
+            })
+        }
+        None => None,
+    };
     let mut configured = None;
     if configuring {
-        let packages = deb_packages(repo, lock, &ids)?;
+        let mut packages = deb_packages(repo, lock, &ids)?;
+        packages.retain(|p| !initramfs_names.contains(&p.component.as_str()));
         let (new_txn, new_root, report) = configure_step(
             repo,
             txn,
@@ -466,6 +505,7 @@ pub fn compose(
                 timestamp,
                 remove: lock.compose.remove.clone(),
             },
+            initramfs.as_ref(),
         )?;
         txn = new_txn;
         root = new_root;
@@ -546,20 +586,35 @@ fn configure_step<'r>(
     merged: (ObjectId, ObjectId),
     packages: &[DebPackage],
     opts: &ConfigureOptions,
+    initramfs: Option<&InitramfsPlan>,
 ) -> Result<(Transaction<'r>, (ObjectId, ObjectId), ConfigureReport), Error> {
-    let key = configure_cache::key(merged, opts.timestamp, &opts.remove, packages);
+    let initramfs_key = initramfs.map(InitramfsPlan::key);
+    let key = configure_cache::key(
+        merged,
+        opts.timestamp,
+        &opts.remove,
+        packages,
+        initramfs_key.as_deref(),
+    );
     if let Some((tree, meta, report)) = configure_cache::lookup(repo, &key) {
         return Ok((txn, (tree, meta), report));
     }
-    let merged_commit = txn.write_commit(&treectl_store::object::Commit {
-        parent: None,
-        root_tree: merged.0,
-        root_meta: merged.1,
-        timestamp: opts.timestamp,
-        subject: "Merged tree, before configuring".into(),
-        body: String::new(),
-        metadata: BTreeMap::new(),
-    })?;
+    let unreferenced =
+        |txn: &Transaction<'_>, (tree, meta): (ObjectId, ObjectId), subject: &str| {
+            txn.write_commit(&treectl_store::object::Commit {
+                parent: None,
+                root_tree: tree,
+                root_meta: meta,
+                timestamp: opts.timestamp,
+                subject: subject.into(),
+                body: String::new(),
+                metadata: BTreeMap::new(),
+            })
+        };
+    let merged_commit = unreferenced(&txn, merged, "Merged tree, before configuring")?;
+    let initramfs_commit = initramfs
+        .map(|plan| unreferenced(&txn, plan.merged, "Initramfs components, merged"))
+        .transpose()?;
     txn.commit(&[])?;
     let scratch = ScratchDir::new(repo)?;
     let tree_dir = scratch.0.join("tree");
@@ -572,13 +627,110 @@ fn configure_step<'r>(
             ..Default::default()
         },
     )?;
-    let report = configure(repo, &tree_dir, packages, opts)?;
+    let mut report = configure(repo, &tree_dir, packages, opts)?;
+    if let (Some(plan), Some(components)) = (initramfs, initramfs_commit) {
+        report.initramfs = make_initramfs(repo, &scratch.0, &tree_dir, plan, &components, opts)?;
+    }
     let txn = Transaction::begin(repo)?;
     let (root, _) = treectl_store::commit::write_dir(&txn, &tree_dir)?;
     // Remembered before the composed commit exists: the objects are only
     // used once stored, and lookup checks they are.
     let _ = configure_cache::store(repo, &key, root, &report);
     Ok((txn, root, report))
+}
+
+/// The initramfs of a compose: the merged tree of the `[initramfs]`
+/// components and what to add to it.
+struct InitramfsPlan {
+    merged: (ObjectId, ObjectId),
+    modules: Vec<String>,
+    compression: InitramfsCompression,
+}
+
+impl InitramfsPlan {
+    /// What the configure cache key records of it.
+    fn key(&self) -> String {
+        format!(
+            "{} {} modules {} compress {:?}",
+            self.merged.0,
+            self.merged.1,
+            self.modules.join(","),
+            self.compression
+        )
+    }
+}
+
+/// Makes `usr/lib/modules/<kver>/initramfs.img` for each kernel of the
+/// configured tree at `os_root` (see `treectl_compose::initramfs`): the
+/// initramfs components (`components`, a commit) checked out under
+/// `scratch`, the kernel's modules added, the result committed (an
+/// unreferenced commit at the compose timestamp) and exported as a newc
+/// cpio.
+fn make_initramfs(
+    repo: &Repo,
+    scratch: &Path,
+    os_root: &Path,
+    plan: &InitramfsPlan,
+    components: &ObjectId,
+    opts: &ConfigureOptions,
+) -> Result<Vec<InitramfsReport>, Error> {
+    let kernels = initramfs::kernels(os_root)?;
+    if kernels.is_empty() {
+        return Err(Error::Invalid(
+            "[initramfs] needs a kernel: the configured tree has no usr/lib/modules/<kver> with vmlinuz and modules.dep (add a linux-image package)".into(),
+        ));
+    }
+    let mut reports = Vec::new();
+    for kver in kernels {
+        let dir = scratch.join(format!("initramfs-{kver}"));
+        treectl_store::checkout::checkout(
+            repo,
+            components,
+            &dir,
+            &treectl_store::checkout::CheckoutOptions {
+                copy: true,
+                ..Default::default()
+            },
+        )?;
+        let modules = initramfs::build_dir(os_root, &kver, &plan.modules, &dir)?;
+        let txn = Transaction::begin(repo)?;
+        let (root, _) = treectl_store::commit::write_dir(&txn, &dir)?;
+        let commit = txn.write_commit(&treectl_store::object::Commit {
+            parent: None,
+            root_tree: root.0,
+            root_meta: root.1,
+            timestamp: opts.timestamp,
+            subject: format!("Initramfs for {kver}"),
+            body: String::new(),
+            metadata: BTreeMap::new(),
+        })?;
+        txn.commit(&[])?;
+        let image = os_root
+            .join("usr/lib/modules")
+            .join(&kver)
+            .join(initramfs::IMAGE_NAME);
+        let compression = match plan.compression {
+            InitramfsCompression::Gzip => Compression::Gzip,
+            InitramfsCompression::Zstd => Compression::Zstd,
+            InitramfsCompression::None => Compression::None,
+        };
+        let stats = export_to_file(
+            repo,
+            &commit,
+            &ExportOptions {
+                format: ArchiveFormat::Cpio,
+                compression,
+            },
+            &image,
+        )?;
+        reports.push(InitramfsReport {
+            kernel: kver,
+            commit: commit.to_hex(),
+            modules,
+            size: stats.archive_bytes,
+        });
+    }
+    Ok(reports)
 }
 
 /// A scratch directory under the repository's `tmp/`, `configure-<pid>-…`,

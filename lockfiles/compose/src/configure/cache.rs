@@ -3,8 +3,9 @@
 //!
 //! The key is the sha256 of: [`CONFIGURE_VERSION`],
 //! the merged tree (tree and dirmeta ids), the compose timestamp, the
-//! `remove` patterns, and each package's component name and commit id (a
-//! `.deb` commit's id covers its tree and its control data). Each entry is
+//! `remove` patterns, each package's component name and commit id (a
+//! `.deb` commit's id covers its tree and its control data), and the
+//! initramfs settings with the merged initramfs tree, when there are some. Each entry is
 //! `<repo>/state/compose-cache/configure/<key>.json`: the configured
 //! `(tree, dirmeta)` and the [`ConfigureReport`]. It is only a cache: an
 //! unreadable entry, or one whose objects are missing, is ignored; deleting
@@ -33,6 +34,7 @@ pub fn key(
     timestamp: i64,
     remove: &[String],
     packages: &[DebPackage],
+    initramfs: Option<&str>,
 ) -> String {
     let mut h = Sha256::new();
     h.update(format!("treectl-configure {CONFIGURE_VERSION}\n"));
@@ -43,6 +45,11 @@ pub fn key(
     }
     for p in packages {
         h.update(format!("package {} {}\n", p.component, p.commit));
+    }
+    // Absent for a tree without an initramfs, so those keys keep their
+    // value.
+    if let Some(i) = initramfs {
+        h.update(format!("initramfs {i}\n"));
     }
     hex::encode(h.finalize())
 }

@@ -3,7 +3,9 @@
 //!
 //! In order, after the scripts ran:
 //!
-//! - `depmod` runs for each kernel under `/usr/lib/modules/*`, and
+//! - `depmod` runs for each kernel under `/usr/lib/modules/*`, whose
+//!   `/boot/vmlinuz-<kver>` is linked as `usr/lib/modules/<kver>/vmlinuz`
+//!   (where deployments take the kernel from), and
 //!   `ldconfig` once (file triggers do not fire for a tree that was never
 //!   unpacked by dpkg); ldconfig's `aux-cache` (inode numbers and times) is
 //!   removed;
@@ -21,7 +23,9 @@
 //! - the lockfile's `remove` patterns apply;
 //! - `/etc/machine-id` is empty (mode 0444), whatever `remove` says:
 //!   systemd makes one at first boot; the one a postinst generated is
-//!   random.
+//!   random;
+//! - an empty `/sysroot` exists: prepare-root mounts the physical root
+//!   there in a booted deployment (docs/booting.md).
 
 use std::fmt::Write as _;
 use std::os::unix::fs::MetadataExt;
@@ -112,6 +116,7 @@ pub fn finish(
         kernels.sort();
         for k in &kernels {
             run_tool(sandbox, &["depmod", "-a", k])?;
+            place_kernel(root, k)?;
         }
         report.kernels = kernels;
     }
@@ -135,6 +140,13 @@ pub fn finish(
         std::fs::set_permissions(&machine_id, std::fs::Permissions::from_mode(0o444))
             .map_err(Error::io("setting the mode of", &machine_id))?;
     }
+    // Where prepare-root mounts the physical root in a booted deployment.
+    let sysroot = root.join("sysroot");
+    if sysroot.symlink_metadata().is_err() {
+        std::fs::create_dir(&sysroot).map_err(Error::io("creating", &sysroot))?;
+        std::fs::set_permissions(&sysroot, std::fs::Permissions::from_mode(0o755))
+            .map_err(Error::io("setting the mode of", &sysroot))?;
+    }
     // The database link survives `/var/*`: checkouts of the tree (and
     // chroots into it) find the packages where dpkg looks.
     let link = root.join("var/lib/dpkg");
@@ -142,6 +154,17 @@ pub fn finish(
         let parent = root.join("var/lib");
         std::fs::create_dir_all(&parent).map_err(Error::io("creating", &parent))?;
         std::os::unix::fs::symlink(DPKG_LINK_TARGET, &link).map_err(Error::io("linking", &link))?;
+    }
+    Ok(())
+}
+
+/// Links Debian's `/boot/vmlinuz-<kver>` as `usr/lib/modules/<kver>/vmlinuz`,
+/// where deployments look for a tree's kernel (one object, two names).
+fn place_kernel(root: &Path, kver: &str) -> Result<(), Error> {
+    let from = root.join("boot").join(format!("vmlinuz-{kver}"));
+    let to = root.join("usr/lib/modules").join(kver).join("vmlinuz");
+    if from.is_file() && to.symlink_metadata().is_err() {
+        std::fs::hard_link(&from, &to).map_err(Error::io("linking", &to))?;
     }
     Ok(())
 }

@@ -136,6 +136,21 @@ pub struct ConfigureReport {
     pub kernels: Vec<String>,
     /// Entries written to the `/var` tmpfiles.d file.
     pub tmpfiles_entries: usize,
+    /// The initramfs made for each kernel (`[initramfs]`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub initramfs: Vec<InitramfsReport>,
+}
+
+/// One kernel's initramfs.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InitramfsReport {
+    pub kernel: String,
+    /// The commit of the initramfs tree (exported as `initramfs.img`).
+    pub commit: String,
+    /// The modules `/init` loads, in order.
+    pub modules: Vec<String>,
+    /// The size of `initramfs.img` in bytes.
+    pub size: u64,
 }
 
 /// The order to run `preinst` in: every package after what it
