@@ -64,7 +64,7 @@ fn bootctl_orders_treectl_entries_as_treectl_does() {
     cmd(&["upgrade", "--sysroot", &w.sr()]).ok();
     let order = agree(&boot, "three fresh entries");
     assert_eq!(order.len(), 3);
-    assert!(order.iter().all(|n| n.ends_with("+3.conf")), "{order:?}");
+    assert!(order.iter().all(|n| n.ends_with("+3-0.conf")), "{order:?}");
 
     // The default boots and is marked good.
     let default = w.listed()[0]["path"].as_str().unwrap().to_owned();

@@ -125,7 +125,7 @@ fn install_stage_finalize_follow_revert_and_roll_back() {
     let e = entries(&w);
     assert_eq!(e.len(), 2);
     assert!(
-        e[0].0.starts_with("treectl-os-2-") && e[0].0.ends_with("+3.conf"),
+        e[0].0.starts_with("treectl-os-2-") && e[0].0.ends_with("+3-0.conf"),
         "{e:?}"
     );
     assert!(e[1].0.starts_with("treectl-os-1-"), "{e:?}");
@@ -287,7 +287,7 @@ fn pin_cleanup_boot_ok_deploy_by_version() {
     assert!(out.status.success());
     let e = entries(&w);
     assert!(!e[0].0.contains('+'), "marked good: {e:?}");
-    assert!(e[1].0.ends_with("+3.conf"), "{e:?}");
+    assert!(e[1].0.ends_with("+3-0.conf"), "{e:?}");
     // Rewriting the entries keeps the good mark.
     cmd(&["rollback", "--sysroot", &w.sr()]).ok();
     let e = entries(&w);

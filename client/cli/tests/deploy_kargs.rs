@@ -69,7 +69,7 @@ fn kernel_arguments_from_install_to_rollback() {
     assert_eq!(
         entries(&w),
         [(
-            format!("treectl-os-1-{}.0+3.conf", &v1[..12]),
+            format!("treectl-os-1-{}.0+3-0.conf", &v1[..12]),
             format!("root=UUID=1234-abcd treectl={d1} console=ttyS0")
         )]
     );
@@ -113,7 +113,7 @@ fn kernel_arguments_from_install_to_rollback() {
         serde_json::json!(["root=UUID=1234-abcd", "console=ttyS0"])
     );
     let e = entries(&w);
-    assert_eq!(e[0].0, format!("treectl-os-2-{}.1+3.conf", &v1[..12]));
+    assert_eq!(e[0].0, format!("treectl-os-2-{}.1+3-0.conf", &v1[..12]));
     assert_eq!(
         e[0].1,
         format!("root=UUID=1234-abcd treectl=/treectl/deploy/os/{v1}.1 console=ttyS0 quiet")

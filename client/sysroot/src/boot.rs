@@ -57,11 +57,12 @@ pub struct Counter {
 }
 
 impl Counter {
-    /// A new entry's counter: `+tries`.
+    /// A new entry's counter, in the specification's fixed-width form:
+    /// `+tries-0`.
     pub fn fresh(tries: u32) -> Counter {
         Counter {
             left: tries,
-            done: None,
+            done: Some(0),
         }
     }
 
@@ -79,7 +80,7 @@ impl Counter {
     }
 
     /// The counter after one more attempt, as the boot loader renames it
-    /// (`+3` → `+2-1` → `+1-2` → `+0-3`); `None` when no tries are left.
+    /// (`+3-0` → `+2-1` → `+1-2` → `+0-3`); `None` when no tries are left.
     pub fn after_attempt(&self) -> Option<Counter> {
         (self.left > 0).then(|| Counter {
             left: self.left - 1,

@@ -28,7 +28,7 @@ use crate::{fsync_dir, io_err, remove_tree, Result, Sysroot, SysrootError, KARG}
 pub const STATE_VERSION: u32 = 2;
 /// The oldest version of `treectl.json` this treectl reads.
 pub const MIN_STATE_VERSION: u32 = 1;
-/// Boot attempts a new entry gets (`+3` in its file name).
+/// Boot attempts a new entry gets (`+3-0` in its file name).
 pub const BOOT_TRIES: u32 = 3;
 
 /// Where `upgrade` looks for the next release.
@@ -492,7 +492,7 @@ mod tests {
         assert_eq!(ids(&same, &[])[0], ds[1].rel_path());
         // Made the default by a command: three new tries.
         let made = entries_for(&state, &counters, Some(&ds[1].rel_path())).unwrap();
-        assert!(made[0].0.ends_with("+3.conf"), "{made:?}");
+        assert!(made[0].0.ends_with("+3-0.conf"), "{made:?}");
         // Counters in both forms survive a rewrite.
         let tries = Some(Counter {
             left: 2,
@@ -500,7 +500,7 @@ mod tests {
         });
         let counters: HashMap<_, _> = [(ds[0].rel_path(), tries)].into();
         let kept = entries_for(&state, &counters, Some(&ds[0].rel_path())).unwrap();
-        assert!(kept[0].0.ends_with("+2-1.conf") && kept[1].0.ends_with("+3.conf"));
+        assert!(kept[0].0.ends_with("+2-1.conf") && kept[1].0.ends_with("+3-0.conf"));
     }
 
     #[test]
