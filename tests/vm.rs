@@ -22,8 +22,8 @@ pub const QEMU: &str = "qemu-system-x86_64";
 /// The default entry of the sysroot's `boot/loader/entries`, chosen as a
 /// boot loader would.
 pub fn default_entry(sysroot: &Path) -> BootEntry {
-    let menu = BootMenu::read_dir(&sysroot.join("boot/loader/entries"))
-        .expect("read the boot entries");
+    let menu =
+        BootMenu::read_dir(&sysroot.join("boot/loader/entries")).expect("read the boot entries");
     menu.default_entry()
         .cloned()
         .expect("the sysroot has a boot entry")

@@ -91,15 +91,16 @@ fn report_component(dir: &Path) {
 }
 
 fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_owned()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_owned()
 }
 
 #[test]
 fn composed_system_boots_to_multi_user_in_qemu() {
     let why = "to boot a composed system in a VM";
-    if !require_root(why)
-        || !require_tools(&["bwrap", vm::QEMU, "mkfs.ext4", "strip"], why)
-    {
+    if !require_root(why) || !require_tools(&["bwrap", vm::QEMU, "mkfs.ext4", "strip"], why) {
         return;
     }
     let Some(uri) = archive_uri() else {
@@ -107,7 +108,11 @@ fn composed_system_boots_to_multi_user_in_qemu() {
         return;
     };
     let required = minbase();
-    if !require_that(required.len() >= 10, "apt's package lists (apt-get update)", why) {
+    if !require_that(
+        required.len() >= 10,
+        "apt's package lists (apt-get update)",
+        why,
+    ) {
         return;
     }
     let started = Instant::now();
@@ -118,7 +123,15 @@ fn composed_system_boots_to_multi_user_in_qemu() {
     let lock_s = lock.to_str().unwrap();
     let source = format!("{uri} bookworm main");
     let mut args = vec![
-        "lock", "add", "--lockfile", lock_s, "--apt", &source, "--arch", "amd64", "--with-deps",
+        "lock",
+        "add",
+        "--lockfile",
+        lock_s,
+        "--apt",
+        &source,
+        "--arch",
+        "amd64",
+        "--with-deps",
     ];
     args.extend(required.iter().map(String::as_str));
     args.extend(PACKAGES);
@@ -157,7 +170,11 @@ fn composed_system_boots_to_multi_user_in_qemu() {
     let mut text = std::fs::read_to_string(&lock).unwrap();
     text.push_str(INITRAMFS);
     std::fs::write(&lock, text).unwrap();
-    treectl_in(&repo, ["compose", "--lockfile", lock_s, "--ref", "os/stable"]).ok();
+    treectl_in(
+        &repo,
+        ["compose", "--lockfile", lock_s, "--ref", "os/stable"],
+    )
+    .ok();
     let composed = started.elapsed();
 
     let sysroot = t.path().join("sysroot");
@@ -172,6 +189,10 @@ fn composed_system_boots_to_multi_user_in_qemu() {
             repo.to_str().unwrap(),
             "--root-arg",
             &root_arg,
+            // The physical root is mounted read-only without it, as the
+            // kernel does, and the image has no fstab to remount it.
+            "--karg",
+            "rw",
             "os/stable",
         ],
     )
