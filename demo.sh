@@ -80,7 +80,10 @@ echo "serving at $url"
 run --repo "$release" push "$url" os/stable --token-file "$work/publish.token"
 
 step "install a machine from the server (signed index, trusted key)"
-run install --sysroot "$sysroot" --url "$url" --trusted-key "$work/release.key.pub" origin:os/stable
+# The machine's disk will be an ext4 image with this UUID (the boot step).
+uuid=5e1f7a52-6b0e-4c7e-9a43-0c2f6d1b9e11
+run install --sysroot "$sysroot" --url "$url" --trusted-key "$work/release.key.pub" \
+  --root-arg "root=UUID=$uuid" --karg rw origin:os/stable
 status
 
 step "the admin edits /etc/app.conf and keeps data in /var"
@@ -114,6 +117,61 @@ echo "default now says: $(sh "$default/usr/bin/hello")"
 step "a local rollback returns to the previous deployment"
 run rollback --sysroot "$sysroot"
 status
+
+step "release 3: a whole Debian system with an initramfs from packages, booted in qemu"
+archive=$(sed -n 's/^URIs: *\([^ ]*\).*/\1/p' /etc/apt/sources.list.d/*.sources 2>/dev/null | head -n 1 || true)
+suite=$(. /etc/os-release 2>/dev/null && echo "${VERSION_CODENAME:-}")
+missing=""
+[[ $(id -u) == 0 ]] || missing+=" root"
+for tool in bwrap:bubblewrap qemu-system-x86_64:qemu-system-x86 mkfs.ext4:e2fsprogs strip:binutils; do
+  command -v "${tool%%:*}" >/dev/null || missing+=" ${tool%%:*} (apt-get install ${tool#*:})"
+done
+[[ -n $archive && -n $suite ]] || missing+=" apt's Debian archive (URIs: in /etc/apt/sources.list.d/*.sources)"
+if [[ -n $missing ]]; then
+  echo "skipping the boot: this machine lacks$missing"
+else
+  boot_lock="$work/bootable.lock"
+  minbase=$(apt-cache dumpavail | awk -v RS= '/\nPriority: required/ { sub(/^Package: /, ""); sub(/\n.*/, ""); print }' | sort -u)
+  # shellcheck disable=SC2086
+  run --repo "$release" lock add --lockfile "$boot_lock" --apt "$archive $suite main" --arch amd64 \
+    --with-deps apt $minbase systemd-sysv udev dbus openssh-server kmod linux-image-cloud-amd64 busybox-static \
+    | tail -n 3
+  run --repo "$release" lock add --lockfile "$boot_lock" --dir "$PWD/client/initramfs/tree" --name treectl-initramfs
+  # treectl itself, and a unit that prints its status on the console and
+  # powers the VM off once the system is up.
+  report="$comp/console-report"
+  mkdir -p "$report/usr/bin" "$report/usr/lib/systemd/system/multi-user.target.wants"
+  strip -o "$report/usr/bin/treectl" "$treectl"
+  printf '%s\n' '[Unit]' 'Description=Print treectl status on the console' 'After=multi-user.target' \
+    '[Service]' 'Type=oneshot' 'StandardOutput=tty' 'StandardError=tty' 'TTYPath=/dev/ttyS0' \
+    'ExecStart=/bin/sh -c "echo ===== booted: treectl status; treectl status; echo ====="' \
+    'ExecStartPost=/usr/bin/systemctl --no-block poweroff' \
+    > "$report/usr/lib/systemd/system/treectl-console-status.service"
+  ln -sf ../treectl-console-status.service "$report/usr/lib/systemd/system/multi-user.target.wants/"
+  run --repo "$release" lock add --lockfile "$boot_lock" --dir "$report" --name console-report
+  printf '\n[initramfs]\ncomponents = ["busybox-static", "treectl-initramfs"]\nmodules = ["virtio_pci", "virtio_blk", "ext4"]\n' >> "$boot_lock"
+  run --repo "$release" compose --lockfile "$boot_lock" --ref os/stable | tail -n 4
+  run --repo "$release" push "$url" os/stable --token-file "$work/publish.token"
+  run upgrade --sysroot "$sysroot"
+  status
+  echo "the machine's disk: mkfs.ext4 -d of its sysroot, UUID $uuid"
+  truncate -s 4G "$work/disk.img"
+  mkfs.ext4 -q -F -U "$uuid" -d "$sysroot" "$work/disk.img"
+  # Play the boot loader: the entry treectl status names as the one it starts.
+  entry=$("$treectl" status --sysroot "$sysroot" --json | tr -d '\n ' |
+    sed -n 's/.*"loader_default":true,"boot_entry":{"file":"\([^"]*\)".*/\1/p')
+  [[ -n $entry ]] || { echo "no default boot entry found"; exit 1; }
+  conf="$sysroot/boot/loader/entries/$entry"
+  linux=$(sed -n 's/^linux  *//p' "$conf"); initrd=$(sed -n 's/^initrd  *//p' "$conf")
+  options=$(sed -n 's/^options  *//p' "$conf" | paste -sd' ')
+  echo "booting $entry: $options"
+  timeout 600 qemu-system-x86_64 -accel tcg -smp 2 -m 1024 -display none -no-reboot -nodefaults -net none \
+    -serial "file:$work/console.log" -kernel "$sysroot/boot$linux" -initrd "$sysroot/boot$initrd" \
+    -append "$options console=ttyS0 panic=-1" -drive "file=$work/disk.img,format=raw,if=virtio,cache=unsafe" || true
+  echo "the VM's console, from the booted system:"
+  tr -d '\r' < "$work/console.log" | sed -n '/===== booted/,/^=====$/p' | grep . ||
+    { echo "no status on the console; its last lines:"; tail -n 30 "$work/console.log"; exit 1; }
+fi
 
 echo
 echo "demo finished; everything was in $work (now removed)"
