@@ -43,6 +43,7 @@ pub const TOOL_PACKAGES: &[(&str, &str)] = &[
     ("gzip", "gzip"),
     ("losetup", "mount"),
     ("mkfs.ext4", "e2fsprogs"),
+    ("debugfs", "e2fsprogs"),
     ("mmdebstrap", "mmdebstrap"),
     ("mount", "mount"),
     ("nginx", "nginx"),

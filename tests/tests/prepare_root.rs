@@ -48,6 +48,16 @@ fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
 
+/// The file names in `<sysroot>/boot/loader/entries`, sorted.
+fn entry_names(sysroot: &Path) -> Vec<String> {
+    let mut names: Vec<String> = fs::read_dir(sysroot.join("boot/loader/entries"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
 fn write_mode(path: &Path, content: &str, mode: u32) {
     fs::create_dir_all(path.parent().expect("a parent")).unwrap();
     fs::write(path, content).unwrap();
@@ -107,10 +117,18 @@ struct Image {
     label: String,
     /// `<commit>.0`.
     deployment: String,
+    /// The file name of the deployment's boot entry in the image.
+    entry: String,
 }
 
 impl Image {
     fn build() -> Image {
+        Image::build_with(|_| {})
+    }
+
+    /// The image of a sysroot that `edit` may change (given the sysroot
+    /// directory) after `treectl install` and before `mkfs.ext4`.
+    fn build_with(edit: impl FnOnce(&Path)) -> Image {
         let dir = tempfile::Builder::new()
             .prefix("treectl-prepare-root")
             .tempdir_in("/var/tmp")
@@ -147,6 +165,11 @@ impl Image {
         assert!(deploy.join("os").join(&deployment).is_dir());
         symlink("../../../boot", deploy.join("os/escape.0")).unwrap();
         symlink("/", deploy.join("evil")).unwrap();
+        edit(&sysroot);
+        let entry = entry_names(&sysroot)
+            .into_iter()
+            .next()
+            .expect("install wrote a boot entry");
 
         let uuid = fs::read_to_string("/proc/sys/kernel/random/uuid")
             .unwrap()
@@ -165,6 +188,7 @@ impl Image {
             uuid,
             label,
             deployment,
+            entry,
         }
     }
 
@@ -282,6 +306,7 @@ d=/sysroot/sysroot/treectl/deploy/os
     echo "root-inode=$(stat -c %i /sysroot)"
     echo "tmp-left=$(ls -d /sysroot.tmp 2>/dev/null)"
     echo "booted-mode=$(stat -c %a /run/treectl/booted)"
+    echo "entries=$(ls /sysroot/sysroot/boot/loader/entries | tr '\n' ' ')"
 } >/result/probe
 cp /run/treectl/booted /result/booted
 "#;
@@ -304,6 +329,16 @@ struct Run {
 /// Runs prepare-root in a fresh namespace and initramfs with `cmdline` as
 /// the kernel command line, and `TREECTL_FAILPOINT=failpoint` if given.
 fn prepare_root(cmdline: &str, failpoint: Option<&str>) -> Run {
+    prepare_root_in(cmdline, failpoint, |_, _| {})
+}
+
+/// [`prepare_root`], with `setup` given the staged initramfs and the
+/// command that runs it before the run.
+fn prepare_root_in(
+    cmdline: &str,
+    failpoint: Option<&str>,
+    setup: impl FnOnce(&Path, &mut Command),
+) -> Run {
     let dir = tempfile::tempdir().unwrap();
     let stage = stage_initramfs(dir.path(), cmdline);
     fs::write(stage.join("check"), CHECK).unwrap();
@@ -320,6 +355,7 @@ fn prepare_root(cmdline: &str, failpoint: Option<&str>) -> Run {
     if let Some(f) = failpoint {
         cmd.env("TREECTL_FAILPOINT", f);
     }
+    setup(&stage, &mut cmd);
     check(&mut cmd);
     let read = |name: &str| fs::read_to_string(out.join(name)).unwrap_or_default();
     Run {
@@ -471,15 +507,49 @@ fn table_changes(before: &[Mount], after: &[Mount]) -> (Vec<Mount>, Vec<Mount>) 
     (added, removed)
 }
 
-fn assert_success(run: &Run, image: &Image, dev: &Loop, root_arg: &str, access: &str) {
+/// `entry` (a boot entry's file name) with its counter replaced by
+/// `counter` (`+2-1`; empty for none).
+fn with_counter(entry: &str, counter: &str) -> String {
+    let stem = entry.strip_suffix(".conf").expect("a .conf entry");
+    let stem = stem.rsplit_once('+').map_or(stem, |(s, _)| s);
+    format!("{stem}{counter}.conf")
+}
+
+/// What prepare-root did with the boot entry: its name afterwards and the
+/// record's `counted=`.
+struct Counted<'a> {
+    entry: &'a str,
+    counted: &'a str,
+}
+
+fn assert_success(
+    run: &Run,
+    image: &Image,
+    dev: &Loop,
+    root_arg: &str,
+    access: &str,
+    count: Counted,
+) {
     assert_eq!(run.rc, 0, "prepare-root failed: {}", run.stderr);
-    assert_eq!(run.stderr, "", "a success prints nothing on stderr");
+    if count.counted != "failed" {
+        assert_eq!(run.stderr, "", "a success prints nothing on stderr");
+    }
+    let mut stdout = vec![];
+    if count.counted == "read-only" {
+        stdout.push(format!(
+            "treectl-prepare-root: the root is mounted read-only (ro): boot entry {} not counted",
+            count.entry
+        ));
+    }
+    stdout.push(format!(
+        "treectl-prepare-root: /sysroot is deployment {} of stateroot os ({root_arg}, {access})",
+        image.deployment
+    ));
+    assert_eq!(run.stdout.lines().collect::<Vec<_>>(), stdout);
     assert_eq!(
-        run.stdout.trim(),
-        format!(
-            "treectl-prepare-root: /sysroot is deployment {} of stateroot os ({root_arg}, {access})",
-            image.deployment
-        )
+        run.probe["entries"].trim(),
+        count.entry,
+        "the boot entries afterwards"
     );
 
     // Exactly the four mounts of the table are new; nothing else changed.
@@ -506,10 +576,13 @@ fn assert_success(run: &Run, image: &Image, dev: &Loop, root_arg: &str, access: 
     assert_eq!(
         run.booted,
         format!(
-            "version=1\ntreectl={}\nstateroot=os\ndeployment={}\ndevice={}\ninode={inode}\nroot={root_arg}\n",
+            "version=1\ntreectl={}\nstateroot=os\ndeployment={}\ndevice={}\ninode={inode}\nroot={root_arg}\n\
+             entry={}\ncounted={}\n",
             image.target(),
             image.deployment,
-            dev.major_minor()
+            dev.major_minor(),
+            count.entry,
+            count.counted,
         )
     );
     assert_eq!(
@@ -551,7 +624,18 @@ fn prepare_root_mounts_the_deployment_named_by_a_device_path() {
         &format!("quiet root={root_arg} rw treectl={}", image.target()),
         None,
     );
-    assert_success(&run, &image, &dev, &root_arg, "rw");
+    let counted = with_counter(&image.entry, "+2-1");
+    assert_success(
+        &run,
+        &image,
+        &dev,
+        &root_arg,
+        "rw",
+        Counted {
+            entry: &counted,
+            counted: "yes",
+        },
+    );
 }
 
 #[test]
@@ -570,7 +654,11 @@ fn prepare_root_finds_the_root_by_uuid_or_label_and_honours_ro_and_rootflags() {
         ),
         None,
     );
-    assert_success(&run, &image, &dev, &by_uuid, "ro");
+    let not_counted = Counted {
+        entry: &image.entry,
+        counted: "read-only",
+    };
+    assert_success(&run, &image, &dev, &by_uuid, "ro", not_counted);
     let deployment = at(&run.after, "/sysroot");
     assert!(
         deployment.super_options.iter().any(|o| o == "commit=7"),
@@ -580,7 +668,183 @@ fn prepare_root_finds_the_root_by_uuid_or_label_and_honours_ro_and_rootflags() {
     // Neither ro nor rw: read-only, as the kernel mounts a root.
     let by_label = format!("LABEL={}", image.label);
     let run = prepare_root(&format!("root={by_label} treectl={}", image.target()), None);
-    assert_success(&run, &image, &dev, &by_label, "ro");
+    let not_counted = Counted {
+        entry: &image.entry,
+        counted: "read-only",
+    };
+    assert_success(&run, &image, &dev, &by_label, "ro", not_counted);
+}
+
+// --- Boot counting ----------------------------------------------------------------
+
+/// The record's `entry=` and `counted=`.
+fn record_count(run: &Run) -> (String, String) {
+    let record = key_values(&run.booted);
+    (record["entry"].clone(), record["counted"].clone())
+}
+
+#[test]
+fn prepare_root_counts_each_attempt_as_systemd_boot_does_until_no_tries_are_left() {
+    if !ready("to mount a sysroot image in a private mount namespace") {
+        return;
+    }
+    let image = Image::build();
+    assert!(image.entry.ends_with("+3-0.conf"), "{}", image.entry);
+    let dev = Loop::attach(&image.path());
+    let cmdline = format!("root={} rw treectl={}", dev.dev, image.target());
+
+    // +3-0 -> +2-1 -> +1-2 -> +0-3; a bad entry is left alone.
+    for (after, counted) in [
+        ("+2-1", "yes"),
+        ("+1-2", "yes"),
+        ("+0-3", "yes"),
+        ("+0-3", "bad"),
+    ] {
+        let run = prepare_root(&cmdline, None);
+        let entry = with_counter(&image.entry, after);
+        assert_success(
+            &run,
+            &image,
+            &dev,
+            &dev.dev,
+            "rw",
+            Counted {
+                entry: &entry,
+                counted,
+            },
+        );
+    }
+}
+
+#[test]
+fn prepare_root_leaves_good_entries_and_counts_the_short_form() {
+    if !ready("to mount a sysroot image in a private mount namespace") {
+        return;
+    }
+    for (counter, after, counted) in [("", "", "good"), ("+2", "+1-1", "yes")] {
+        let image = Image::build_with(|sysroot| {
+            let dir = sysroot.join("boot/loader/entries");
+            let name = entry_names(sysroot).remove(0);
+            fs::rename(dir.join(&name), dir.join(with_counter(&name, counter))).unwrap();
+        });
+        let dev = Loop::attach(&image.path());
+        let run = prepare_root(
+            &format!("root={} rw treectl={}", dev.dev, image.target()),
+            None,
+        );
+        let entry = with_counter(&image.entry, after);
+        assert_success(
+            &run,
+            &image,
+            &dev,
+            &dev.dev,
+            "rw",
+            Counted {
+                entry: &entry,
+                counted,
+            },
+        );
+    }
+}
+
+#[test]
+fn prepare_root_does_not_count_when_systemd_boot_counted_or_the_root_is_read_only() {
+    if !ready("to mount a sysroot image in a private mount namespace") {
+        return;
+    }
+    let image = Image::build();
+    let dev = Loop::attach(&image.path());
+    let target = image.target();
+
+    // systemd-boot renamed the entry itself and said so in LoaderBootCountPath.
+    let run = prepare_root_in(
+        &format!("root={} rw treectl={target}", dev.dev),
+        None,
+        |stage, cmd| {
+            write_mode(
+                &stage.join("efivars/LoaderBootCountPath-4a67b082-0a4c-41cf-b6c7-440b29bb8c4f"),
+                "",
+                0o644,
+            );
+            cmd.env("TREECTL_EFIVARS", "/efivars");
+        },
+    );
+    let not_counted = Counted {
+        entry: &image.entry,
+        counted: "boot-loader",
+    };
+    assert_success(&run, &image, &dev, &dev.dev, "rw", not_counted);
+
+    // ro: one console line, and the boot goes on.
+    let run = prepare_root(&format!("root={} ro treectl={target}", dev.dev), None);
+    let not_counted = Counted {
+        entry: &image.entry,
+        counted: "read-only",
+    };
+    assert_success(&run, &image, &dev, &dev.dev, "ro", not_counted);
+
+    // Without either, this image's entry is counted.
+    let run = prepare_root(&format!("root={} rw treectl={target}", dev.dev), None);
+    assert_eq!(
+        record_count(&run),
+        (with_counter(&image.entry, "+2-1"), "yes".to_owned())
+    );
+}
+
+#[test]
+fn prepare_root_boots_when_the_entry_cannot_be_renamed() {
+    if !ready("to mount a sysroot image in a private mount namespace")
+        || !require_tools(&["debugfs"], "to make the entries directory immutable")
+    {
+        return;
+    }
+    let image = Image::build();
+    // rename(2) in an immutable directory fails with EPERM, even for root.
+    let debugfs = find_tool("debugfs").expect("required");
+    let dir = "/boot/loader.0/entries";
+    let stat = text(
+        &check(
+            Command::new(&debugfs)
+                .args(["-R", &format!("stat {dir}")])
+                .arg(image.path()),
+        )
+        .stdout,
+    );
+    let flags = stat
+        .split_once("Flags: 0x")
+        .and_then(|(_, rest)| rest.split_whitespace().next())
+        .and_then(|hex| u32::from_str_radix(hex, 16).ok())
+        .unwrap_or_else(|| panic!("no flags in debugfs's stat: {stat}"));
+    const IMMUTABLE: u32 = 0x10;
+    check(
+        Command::new(&debugfs)
+            .args([
+                "-w",
+                "-R",
+                &format!("set_inode_field {dir} flags {:#x}", flags | IMMUTABLE),
+            ])
+            .arg(image.path()),
+    );
+    let dev = Loop::attach(&image.path());
+    let run = prepare_root(
+        &format!("root={} rw treectl={}", dev.dev, image.target()),
+        None,
+    );
+    let not_counted = Counted {
+        entry: &image.entry,
+        counted: "failed",
+    };
+    assert_success(&run, &image, &dev, &dev.dev, "rw", not_counted);
+    let lines: Vec<&str> = run.stderr.lines().collect();
+    assert_eq!(lines.len(), 1, "{}", run.stderr);
+    assert!(
+        lines[0].starts_with(&format!(
+            "treectl-prepare-root: cannot count the attempt in boot entry {}: ",
+            image.entry
+        )),
+        "{}",
+        run.stderr
+    );
 }
 
 #[test]
