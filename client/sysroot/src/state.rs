@@ -234,6 +234,79 @@ pub fn loader_default(sysroot: &Sysroot, state: &State) -> Result<Option<usize>>
         .position(|d| d.rel_path() == target))
 }
 
+/// The machine fell back: it booted another deployment because the
+/// default's boot entry went bad (no tries left). Until a newer release
+/// is published, `upgrade` treats the failed release as one the machine
+/// rolled back from.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Fallback {
+    /// The `treectl=` value of the default deployment that failed.
+    pub failed: String,
+    /// Failed attempts its entry records (`DONE` of `+0-DONE`).
+    pub attempts: u32,
+    /// The `treectl=` value of the deployment booted instead.
+    pub booted: String,
+}
+
+/// Whether the machine fell back ([`Fallback`]): something other than the
+/// default is booted while the default's live entry in `menu` is bad.
+pub fn fallback_of(state: &State, menu: &BootMenu, booted: Option<&str>) -> Option<Fallback> {
+    let booted = booted?;
+    let default = state.deployments.first()?;
+    let failed = default.rel_path();
+    if failed == booted || !state.deployments.iter().any(|d| d.rel_path() == booted) {
+        return None;
+    }
+    let counter = menu.find_target(&failed)?.counter?;
+    counter.is_bad().then(|| Fallback {
+        failed,
+        attempts: counter.done.unwrap_or(0),
+        booted: booted.to_owned(),
+    })
+}
+
+/// [`fallback_of`] the live entries and the booted deployment.
+pub fn read_fallback(sysroot: &Sysroot, state: &State) -> Result<Option<Fallback>> {
+    Ok(fallback_of(
+        state,
+        &live_menu(sysroot)?,
+        sysroot.booted_arg(),
+    ))
+}
+
+impl State {
+    /// The list as `upgrade` judges releases after `fallback`: as if
+    /// `rollback` had been run to the booted deployment, that is, the
+    /// booted deployment first and the failed release as the rollback
+    /// floor (unless the floor is newer already).
+    pub fn after_fallback(&self, fallback: &Fallback) -> State {
+        let mut view = self.clone();
+        if let Some(pos) = view
+            .deployments
+            .iter()
+            .position(|d| d.rel_path() == fallback.booted)
+        {
+            let booted = view.deployments.remove(pos);
+            view.deployments.insert(0, booted);
+        }
+        let failed = self
+            .deployments
+            .iter()
+            .find(|d| d.rel_path() == fallback.failed)
+            .map(|d| d.order);
+        if let Some(failed) = failed {
+            let newer = match &view.rollback_floor {
+                Some(floor) => failed.compare(floor) == Ordering::Greater,
+                None => true,
+            };
+            if newer {
+                view.rollback_floor = Some(failed);
+            }
+        }
+        view
+    }
+}
+
 /// Boot counters of the live entries (`None`: good, no counting), by the
 /// `treectl=` value they boot.
 fn live_counters(sysroot: &Sysroot) -> Result<HashMap<String, Option<Counter>>> {
@@ -520,6 +593,74 @@ mod tests {
             ),
             "{text}"
         );
+    }
+
+    #[test]
+    fn a_bad_default_and_another_booted_deployment_is_a_fallback() {
+        let ds = vec![dep("bbbbbbbbbbbbbbbb", 0), dep("aaaaaaaaaaaaaaaa", 0)];
+        let mut state = State {
+            version: STATE_VERSION,
+            deployments: ds.clone(),
+            rollback_floor: None,
+        };
+        state.deployments[0].order.timestamp = 200;
+        state.deployments[1].order.timestamp = 100;
+        let (v2, v1) = (ds[0].rel_path(), ds[1].rel_path());
+        let menu = |counter: Option<Counter>| {
+            let files = entries_for(
+                &state,
+                &[(v2.clone(), counter), (v1.clone(), None)].into(),
+                Some(&v2),
+            )
+            .unwrap();
+            BootMenu::from_entries(files.iter().map(|(n, t)| BootEntry::parse(n, t)).collect())
+        };
+        let bad = Some(Counter {
+            left: 0,
+            done: Some(3),
+        });
+        let tries = Some(Counter {
+            left: 1,
+            done: Some(2),
+        });
+        let cases: &[(Option<Counter>, Option<&str>, bool)] = &[
+            (bad, Some(&v1), true),
+            // The default booted (by hand) despite its bad entry.
+            (bad, Some(&v2), false),
+            // Tries left: a manual choice, not a fallback.
+            (tries, Some(&v1), false),
+            (None, Some(&v1), false),
+            // Nothing booted (an image being built), or something unknown.
+            (bad, None, false),
+            (bad, Some("/treectl/deploy/os/cccc.0"), false),
+        ];
+        for (counter, booted, fell_back) in cases {
+            let got = fallback_of(&state, &menu(*counter), *booted);
+            assert_eq!(got.is_some(), *fell_back, "{counter:?} {booted:?}");
+        }
+        let fb = fallback_of(&state, &menu(bad), Some(&v1)).unwrap();
+        assert_eq!(
+            fb,
+            Fallback {
+                failed: v2.clone(),
+                attempts: 3,
+                booted: v1.clone()
+            }
+        );
+
+        // upgrade judges as after a rollback: the booted one first, the
+        // failed release the floor.
+        let view = state.after_fallback(&fb);
+        assert_eq!(view.deployments[0].rel_path(), v1);
+        assert_eq!(view.deployments[1].rel_path(), v2);
+        assert_eq!(view.rollback_floor, Some(state.deployments[0].order));
+        // A newer floor (a rollback from a later release) stays.
+        let newer = ReleaseOrder {
+            serial: None,
+            timestamp: 300,
+        };
+        state.rollback_floor = Some(newer);
+        assert_eq!(state.after_fallback(&fb).rollback_floor, Some(newer));
     }
 
     #[test]

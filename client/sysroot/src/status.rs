@@ -1,12 +1,13 @@
 //! What `treectl status` shows: each deployment with its markers, its
 //! boot entry's counting state, the component versions that differ from
-//! the booted one, `/etc` conflicts.
+//! the booted one, `/etc` conflicts, and whether the machine fell back
+//! from a default that failed to boot.
 
 use serde::Serialize;
 
 use crate::boot::{BootEntry, Counter};
 use crate::finalize::read_staged;
-use crate::state::{live_menu, read_state, Deployment, State};
+use crate::state::{fallback_of, live_menu, read_state, Deployment, Fallback, State};
 use crate::upgrade::{component_changes, ComponentChange};
 use crate::{Result, Sysroot};
 
@@ -53,6 +54,9 @@ pub struct StatusEntry {
     /// The boot loader starts this deployment's entry (the first in its
     /// order): the default's, unless that entry is bad.
     pub loader_default: bool,
+    /// The default whose failed boots made the machine fall back
+    /// ([`Status::fallback`]).
+    pub failed: bool,
     /// The live boot entry (`None` for the staged deployment).
     pub boot_entry: Option<EntryStatus>,
     /// Components whose version differs from the booted (else default) one.
@@ -67,6 +71,9 @@ pub struct Status {
     pub booted: Option<String>,
     /// Staged first, then index 0, 1, ...
     pub deployments: Vec<StatusEntry>,
+    /// Set when the booted deployment is not the default because the
+    /// default's entry went bad; `null` otherwise.
+    pub fallback: Option<Fallback>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rollback_floor: Option<super::state::ReleaseOrder>,
 }
@@ -77,6 +84,7 @@ pub fn status(sysroot: &Sysroot) -> Result<Status> {
     let menu = live_menu(sysroot)?;
     let loader_target = menu.default_entry().and_then(BootEntry::treectl_target);
     let booted = sysroot.booted_arg().map(str::to_owned);
+    let fallback = fallback_of(&state, &menu, booted.as_deref());
     let base = state
         .deployments
         .iter()
@@ -92,6 +100,7 @@ pub fn status(sysroot: &Sysroot) -> Result<Status> {
         default: index == Some(0),
         rollback: index == Some(1),
         loader_default: !staged && loader_target.as_deref() == Some(d.rel_path().as_str()),
+        failed: !staged && fallback.as_ref().is_some_and(|f| f.failed == d.rel_path()),
         boot_entry: if staged {
             None
         } else {
@@ -111,6 +120,7 @@ pub fn status(sysroot: &Sysroot) -> Result<Status> {
         sysroot: sysroot.root().display().to_string(),
         booted,
         deployments,
+        fallback,
         rollback_floor: state.rollback_floor,
     })
 }

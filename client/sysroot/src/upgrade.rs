@@ -15,7 +15,7 @@ use treectl_transport::pull::{pull, PullOptions, PullOutcome};
 
 use crate::deploy::{components_of, deploy_commit, Switch};
 use crate::source::{fetch, find_head, Head, Source};
-use crate::state::{read_state, Deployment, State};
+use crate::state::{read_fallback, read_state, Deployment, Fallback, State};
 use crate::{Result, Sysroot, SysrootError};
 
 /// What `upgrade` would do with a head.
@@ -24,8 +24,8 @@ use crate::{Result, Sysroot, SysrootError};
 pub enum Decision {
     /// The head is the default deployment's commit.
     UpToDate,
-    /// The head is the release the machine rolled back from (or older):
-    /// stay put until a newer one is published.
+    /// The head is the release the machine rolled back or fell back from
+    /// (or older): stay put until a newer one is published.
     RolledBackFrom,
     /// The head is older than the default: a replay or a reset ref.
     Downgrade,
@@ -137,6 +137,10 @@ pub struct UpgradeOutcome {
     pub downloaded: bool,
     /// What the pull of a remote origin did.
     pub pull: Option<PullOutcome>,
+    /// The machine fell back from a default that failed to boot; releases
+    /// were judged against the booted deployment, with the failed one as
+    /// the rollback floor.
+    pub fallback: Option<Fallback>,
 }
 
 impl UpgradeOutcome {
@@ -167,6 +171,12 @@ pub fn upgrade(
 ) -> Result<UpgradeOutcome> {
     let _lock = sysroot.lock()?;
     let state = read_state(sysroot)?;
+    // After a fallback, judge as after a rollback to the booted deployment.
+    let fallback = read_fallback(sysroot, &state)?;
+    let state = match &fallback {
+        Some(f) => state.after_fallback(f),
+        None => state,
+    };
     let default = state.deployments.first().ok_or(SysrootError::NoOrigin)?;
     let origin = default.origin.clone().ok_or(SysrootError::NoOrigin)?;
     let source = Source::from_origin(&origin).ok_or(SysrootError::NoOrigin)?;
@@ -188,6 +198,7 @@ pub fn upgrade(
         deployment: None,
         downloaded: pulled.is_some(),
         pull: pulled,
+        fallback,
     };
     match decision {
         Decision::UpToDate => return Ok(outcome),

@@ -198,6 +198,18 @@ fn print_status(st: &Status, json: bool) -> Result<ExitCode> {
         outln!("{}", serde_json::to_string_pretty(st)?);
         return Ok(ExitCode::SUCCESS);
     }
+    if let Some(f) = &st.fallback {
+        let which = match st.deployments.iter().find(|e| e.booted) {
+            Some(e) if e.rollback => "the rollback deployment".to_owned(),
+            Some(e) => format!("deployment {}", e.index.unwrap_or_default()),
+            None => "another deployment".to_owned(),
+        };
+        let times = if f.attempts == 1 { "time" } else { "times" };
+        outln!(
+            "booted {which} because the default failed {} {times}",
+            f.attempts
+        );
+    }
     for e in &st.deployments {
         let bad = e.boot_entry.as_ref().is_some_and(|b| b.state == "bad");
         let marks: Vec<&str> = [
@@ -207,6 +219,7 @@ fn print_status(st: &Status, json: bool) -> Result<ExitCode> {
             (e.booted, "booted"),
             (e.deployment.pinned, "pinned"),
             (bad, "bad"),
+            (e.failed, "failed"),
             (e.loader_default && !e.default, "fallback"),
         ]
         .into_iter()
@@ -271,6 +284,7 @@ fn run_upgrade(sr: &Sysroot, args: UpgradeArgs) -> Result<ExitCode> {
             "head": out.head.to_hex(),
             "version": out.version,
             "deployment": out.deployment,
+            "fallback": out.fallback,
         });
         outln!("{}", serde_json::to_string_pretty(&v)?);
     } else {
@@ -295,6 +309,9 @@ fn print_upgrade(
         (Decision::UpToDate, ..) => {
             outln!("no update: {origin} is at {head}, already the default")
         }
+        (Decision::RolledBackFrom, ..) if out.fallback.is_some() => outln!(
+            "no update: {origin} is at {head}, the release this machine fell back from after it failed to boot; waiting for a newer one"
+        ),
         (Decision::RolledBackFrom, ..) => outln!(
             "no update: {origin} is at {head}, the release this machine rolled back from; waiting for a newer one"
         ),
