@@ -159,7 +159,7 @@ pub fn module_closure(
         // Soft dependencies are best effort, as for modprobe.
         for pre in index.softdeps.get(name).into_iter().flatten() {
             if let Some(m) = index.resolve(pre) {
-                visit(index, &m.to_owned(), seen, out);
+                visit(index, m, seen, out);
             }
         }
         let (path, deps) = &index.modules[name];
@@ -173,7 +173,7 @@ pub fn module_closure(
     for w in wanted {
         let n = w.replace('-', "_");
         match index.resolve(&n) {
-            Some(m) => visit(index, &m.to_owned(), &mut seen, &mut out),
+            Some(m) => visit(index, m, &mut seen, &mut out),
             None if index.builtin.contains(&n) => {}
             None => {
                 return Err(InitramfsError::UnknownModule {
