@@ -2,7 +2,7 @@
 //! that compose real systems from it: its address (read from apt's
 //! sources, never written into the tests) and the minbase package set.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 /// The archive apt uses: the first `URIs:` of its deb822 sources.
@@ -43,4 +43,41 @@ pub fn minbase() -> Vec<String> {
         }
     }
     set.into_iter().collect()
+}
+
+/// Locks the minbase set plus `extra` from the archive apt uses into
+/// `lock` (`treectl lock add --apt "ARCHIVE bookworm main" --arch amd64
+/// --with-deps ...`, repository `repo`). `Err` says why the test cannot
+/// run here (no archive, no package lists, the archive unreachable); any
+/// other failure panics.
+pub fn lock_minbase(repo: &Path, lock: &Path, extra: &[&str]) -> Result<(), String> {
+    let uri = archive_uri().ok_or("URIs: in /etc/apt/sources.list.d/*.sources")?;
+    let required = minbase();
+    if required.len() < 10 {
+        return Err("apt's package lists (run apt-get update)".into());
+    }
+    let source = format!("{uri} bookworm main");
+    let lock_s = lock.to_str().expect("a UTF-8 path");
+    let mut args = vec![
+        "lock",
+        "add",
+        "--lockfile",
+        lock_s,
+        "--apt",
+        &source,
+        "--arch",
+        "amd64",
+        "--with-deps",
+    ];
+    args.extend(required.iter().map(String::as_str));
+    args.extend(extra);
+    let out = crate::treectl_in(repo, &args).run();
+    if !out.status.success() {
+        let err = out.stderr;
+        if err.contains("fetching") {
+            return Err(format!("the archive reachable ({})", err.trim()));
+        }
+        panic!("lock add failed: {err}");
+    }
+    Ok(())
 }

@@ -14,7 +14,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use treectl_e2e::debian::{archive_uri, minbase};
+use treectl_e2e::debian::lock_minbase;
 use treectl_e2e::{require_root, require_that, require_tools, treectl_bin, treectl_in, vm};
 
 const PACKAGES: &[&str] = &[
@@ -103,70 +103,40 @@ fn composed_system_boots_to_multi_user_in_qemu() {
     if !require_root(why) || !require_tools(&["bwrap", vm::QEMU, "mkfs.ext4", "strip"], why) {
         return;
     }
-    let Some(uri) = archive_uri() else {
-        require_that(false, "URIs: in /etc/apt/sources.list.d/*.sources", why);
-        return;
-    };
-    let required = minbase();
-    if !require_that(
-        required.len() >= 10,
-        "apt's package lists (apt-get update)",
-        why,
-    ) {
-        return;
-    }
     let started = Instant::now();
     let t = tempfile::tempdir_in("/var/tmp").unwrap();
     let repo = t.path().join("repo");
     treectl_in(&repo, ["init"]).ok();
     let lock = t.path().join("os.lock");
     let lock_s = lock.to_str().unwrap();
-    let source = format!("{uri} bookworm main");
-    let mut args = vec![
-        "lock",
-        "add",
-        "--lockfile",
-        lock_s,
-        "--apt",
-        &source,
-        "--arch",
-        "amd64",
-        "--with-deps",
-    ];
-    args.extend(required.iter().map(String::as_str));
-    args.extend(PACKAGES);
-    treectl_in(&repo, &args).ok();
-    let initramfs_tree = workspace().join("client/initramfs/tree");
-    treectl_in(
-        &repo,
-        [
-            "lock",
-            "add",
-            "--lockfile",
-            lock_s,
-            "--dir",
-            initramfs_tree.to_str().unwrap(),
-            "--name",
-            "treectl-initramfs",
-        ],
-    )
-    .ok();
+    if let Err(needs) = lock_minbase(&repo, &lock, PACKAGES) {
+        require_that(false, &needs, why);
+        return;
+    }
+    let add_dir = |dir: &Path, name: &str| {
+        let dir = dir.to_str().unwrap();
+        treectl_in(
+            &repo,
+            [
+                "lock",
+                "add",
+                "--lockfile",
+                lock_s,
+                "--dir",
+                dir,
+                "--name",
+                name,
+            ],
+        )
+        .ok();
+    };
+    add_dir(
+        &workspace().join("client/initramfs/tree"),
+        "treectl-initramfs",
+    );
     let report = t.path().join("report");
     report_component(&report);
-    treectl_in(
-        &repo,
-        [
-            "lock",
-            "add",
-            "--lockfile",
-            lock_s,
-            "--dir",
-            report.to_str().unwrap(),
-            "--name",
-            "treectl-vm-report",
-        ],
-    )
-    .ok();
+    add_dir(&report, "treectl-vm-report");
     let mut text = std::fs::read_to_string(&lock).unwrap();
     text.push_str(INITRAMFS);
     std::fs::write(&lock, text).unwrap();

@@ -7,9 +7,9 @@
 //! says why it skips, and does not skip under CI=true.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 
-use treectl_e2e::debian::{archive_uri, minbase};
+use treectl_e2e::debian::{archive_uri, lock_minbase, minbase};
 use treectl_e2e::{is_root, treectl_in};
 
 const EXTRA: &[&str] = &[
@@ -31,14 +31,6 @@ fn skip(needs: &str) {
     );
 }
 
-/// `treectl --repo REPO ARGS`, whatever happens (the shared runner).
-fn run(repo: &Path, args: &[&str]) -> Output {
-    treectl_in(repo, args)
-        .command()
-        .output()
-        .expect("run treectl")
-}
-
 fn ok(repo: &Path, args: &[&str]) -> String {
     treectl_in(repo, args).ok()
 }
@@ -55,39 +47,13 @@ fn minbase_with_ssh_and_a_kernel_is_a_working_system() {
     {
         return skip("needs bwrap (Debian package bubblewrap)");
     }
-    let Some(uri) = archive_uri() else {
-        return skip("no URIs: in /etc/apt/sources.list.d/*.sources");
-    };
-    let required = minbase();
-    if required.len() < 10 {
-        return skip("apt has no package lists (run apt-get update)");
-    }
     let t = tempfile::tempdir_in("/var/tmp").unwrap();
     let repo = t.path().join("repo");
     ok(&repo, &["init"]);
     let lock = t.path().join("os.lock");
     let lock_s = lock.to_str().unwrap();
-    let source = format!("{uri} bookworm main");
-    let mut args = vec![
-        "lock",
-        "add",
-        "--lockfile",
-        lock_s,
-        "--apt",
-        &source,
-        "--arch",
-        "amd64",
-        "--with-deps",
-    ];
-    args.extend(required.iter().map(String::as_str));
-    args.extend(EXTRA);
-    let o = run(&repo, &args);
-    if !o.status.success() {
-        let err = String::from_utf8_lossy(&o.stderr);
-        if err.contains("fetching") {
-            return skip(&format!("the archive is not reachable: {}", err.trim()));
-        }
-        panic!("lock add failed: {err}");
+    if let Err(needs) = lock_minbase(&repo, &lock, EXTRA) {
+        return skip(&needs);
     }
     ok(&repo, &["compose", "--lockfile", lock_s, "--ref", "os/a"]);
     let co = t.path().join("co");
