@@ -217,7 +217,7 @@ fn rev_parse(repo: &Path, rev: &str) -> String {
 }
 
 #[test]
-fn upgrade_stage_reboot_and_rollback_in_qemu() {
+fn a_machine_upgrades_rolls_back_and_falls_back_across_reboots_in_qemu() {
     let why = "to take a composed system through reboots in a VM";
     let tools = ["bwrap", vm::QEMU, "mkfs.ext4", "debugfs", "strip"];
     if !require_root(why) || !require_tools(&tools, why) {
@@ -307,28 +307,49 @@ fn upgrade_stage_reboot_and_rollback_in_qemu() {
         "{after}"
     );
 
-    // Boot 2: the reboot finalized v2, with the machine's /etc and /var.
-    let seen = m.boot("nothing", "poweroff");
-    assert!(seen.entry.contains("+3-0"), "{}", seen.entry);
+    // Boot 2: the reboot finalized v2, with the machine's /etc and /var;
+    // then back to v1.
+    let seen = m.boot("rollback", "reboot");
+    assert!(
+        seen.entry.contains(&v2[..12]) && seen.entry.contains("+3-0"),
+        "{}",
+        seen.entry
+    );
     assert_eq!(seen.field("release"), "v2");
     assert_eq!(seen.field("motd"), "changed on the machine");
     assert_eq!(seen.field("app-data"), "written by v1");
     assert_eq!(seen.field("boot-ok"), "ran, exit 0");
     let status = seen.json("status");
     assert_eq!(booted_commit(&status), v2);
-    assert_eq!(
-        deployments(&status),
-        [
-            (v2.clone(), false, "good".into()),
-            (v1.clone(), false, "good".into())
-        ],
-        "{status}"
-    );
+    let both_good = |first: &str, second: &str| {
+        vec![
+            (first.to_owned(), false, "good".to_owned()),
+            (second.to_owned(), false, "good".to_owned()),
+        ]
+    };
+    assert_eq!(deployments(&status), both_good(&v2, &v1), "{status}");
     assert!(
         !seen.field("entries").contains('+'),
         "every entry good: {}",
         seen.field("entries")
     );
+    assert_eq!(seen.field("do-exit"), "0", "{:?}", seen.lines);
+    assert_eq!(deployments(&seen.json("after")), both_good(&v1, &v2));
+
+    // Boot 3: v1 again, v2 the rollback deployment; upgrade finds v2, the
+    // release the machine rolled back from, and does nothing.
+    let seen = m.boot("upgrade", "poweroff");
+    assert!(seen.entry.contains(&v1[..12]), "{}", seen.entry);
+    assert_eq!(seen.field("release"), "v1");
+    assert_eq!(seen.field("motd"), "changed on the machine");
+    assert_eq!(seen.field("app-data"), "written by v1");
+    let status = seen.json("status");
+    assert_eq!(booted_commit(&status), v1);
+    assert_eq!(deployments(&status), both_good(&v1, &v2), "{status}");
+    assert_eq!(status["deployments"][1]["rollback"], true, "{status}");
+    assert_eq!(seen.field("do-exit"), "0", "{:?}", seen.lines);
+    eprintln!("upgrade after the rollback: {}", seen.field("do-output"));
+    assert_eq!(deployments(&seen.json("after")), both_good(&v1, &v2));
 
     for (what, took) in &m.times {
         eprintln!("boot {what}: {took:.1?}");
