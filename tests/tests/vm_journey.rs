@@ -27,7 +27,12 @@
 //! stages v2 (`upgrade --stage`); the reboot finalizes it; v2 comes up
 //! with both, `boot-ok` drops its entry's counter, and `rollback` plus a
 //! reboot brings v1 back with v2 as the rollback deployment, where
-//! `upgrade` finds nothing to do.
+//! `upgrade` finds nothing to do. Then v3, whose health check fails
+//! (boot-complete.target fails, so `boot-ok` never runs), is deployed by
+//! `upgrade`; it boots three times, each attempt counted by prepare-root
+//! (`+3-0` → `+2-1` → `+1-2` → `+0-3`), and the fourth boot starts v1, the
+//! last good entry: `status` reports the fallback and `upgrade` does not
+//! take v3 again.
 //!
 //! Needs root, bwrap, qemu-system-x86_64, mkfs.ext4, debugfs, apt's
 //! package lists and the archive; says why it skips, and does not skip
@@ -41,6 +46,7 @@ use treectl_e2e::vm::{self, Disk};
 use treectl_e2e::{require_root, require_that, require_tools, treectl_in};
 
 const UUID: &str = "0d6c3a8e-2f41-4b7a-9c55-7e1b2a9f4c30";
+const UPDATES_UUID: &str = "8a1e3f0c-5d2b-4e69-b7a4-3c9d0e6f1a25";
 
 /// Every boot is killed after this long (one takes about 15 s here).
 const BOOT_TIMEOUT: Duration = Duration::from_secs(300);
@@ -62,6 +68,28 @@ ExecStart=/usr/lib/treectl-vm/drive
 [Install]
 WantedBy=multi-user.target
 ";
+
+/// The release's own health check, required by boot-complete.target: it
+/// fails in a release whose name ends in `-broken`, so that
+/// boot-complete.target fails and `treectl boot-ok` never runs.
+const HEALTH_UNIT: &str = "\
+[Unit]
+Description=Check the treectl VM journey's release is healthy
+Before=boot-complete.target
+
+[Service]
+Type=oneshot
+ExecStart=/usr/lib/treectl-vm/health
+
+[Install]
+RequiredBy=boot-complete.target
+";
+
+const HEALTH: &str = r#"#!/bin/sh
+case "$(cat /usr/lib/treectl-vm/release)" in
+*-broken) echo "release $(cat /usr/lib/treectl-vm/release) is broken" >&2; exit 1 ;;
+esac
+"#;
 
 const DRIVE: &str = r#"#!/bin/sh
 # tests/tests/vm_journey.rs: report, do what treectl_vm_do= asks, report
@@ -249,8 +277,17 @@ fn a_machine_upgrades_rolls_back_and_falls_back_across_reboots_in_qemu() {
             ("treectl-finalize-staged.service", &finalize),
             ("treectl-vm-drive.service", DRIVE_UNIT),
         ],
-        &[("drive", DRIVE)],
+        &[("drive", DRIVE), ("health", HEALTH)],
     );
+    let units = guest.join("usr/lib/systemd/system");
+    std::fs::write(units.join("treectl-vm-health.service"), HEALTH_UNIT).unwrap();
+    let requires = units.join("boot-complete.target.requires");
+    std::fs::create_dir_all(&requires).unwrap();
+    std::os::unix::fs::symlink(
+        "../treectl-vm-health.service",
+        requires.join("treectl-vm-health.service"),
+    )
+    .unwrap();
     os.add_dir(&guest, "treectl-vm-guest");
     let release = t.path().join("release");
     let v1 = compose_release(&os, &release, 1, "v1");
@@ -348,8 +385,72 @@ fn a_machine_upgrades_rolls_back_and_falls_back_across_reboots_in_qemu() {
     assert_eq!(deployments(&status), both_good(&v1, &v2), "{status}");
     assert_eq!(status["deployments"][1]["rollback"], true, "{status}");
     assert_eq!(seen.field("do-exit"), "0", "{:?}", seen.lines);
-    eprintln!("upgrade after the rollback: {}", seen.field("do-output"));
+    let said = seen.field("do-output");
+    assert!(said.contains("rolled back from"), "{said}");
     assert_eq!(deployments(&seen.json("after")), both_good(&v1, &v2));
+
+    // v3 never completes its boot: boot-complete.target fails.
+    let v3 = compose_release(&os, &release, 3, "v3-broken");
+    vm::make_disk(&updates, &update_disk, UPDATES_UUID, "3G");
+
+    // Boot 4: v1 upgrades to v3, a newer release than the one it rolled
+    // back from.
+    let seen = m.boot("upgrade", "reboot");
+    assert!(seen.entry.contains(&v1[..12]), "{}", seen.entry);
+    assert_eq!(seen.field("do-exit"), "0", "{:?}", seen.lines);
+    let after = seen.json("after");
+    let list = deployments(&after);
+    assert_eq!(
+        list[0],
+        (v3.clone(), false, "indeterminate".into()),
+        "{after}"
+    );
+    assert_eq!(list[1], (v1.clone(), false, "good".into()), "{after}");
+
+    // Boots 5 to 7: v3, each attempt counted by prepare-root, never good.
+    for (tries, counted) in [("+3-0", "+2-1"), ("+2-1", "+1-2"), ("+1-2", "+0-3")] {
+        let seen = m.boot("nothing", "reboot");
+        assert!(
+            seen.entry.contains(&v3[..12]) && seen.entry.ends_with(&format!("{tries}.conf")),
+            "{}",
+            seen.entry
+        );
+        assert_eq!(seen.field("release"), "v3-broken");
+        assert_eq!(seen.field("boot-ok"), "not run");
+        assert!(
+            seen.field("entries").contains(counted),
+            "{}",
+            seen.field("entries")
+        );
+        assert_eq!(booted_commit(&seen.json("status")), v3);
+    }
+
+    // Boot 8: the boot loader passes over the bad entry and starts v1, the
+    // last good one; status says the machine fell back, and upgrade does
+    // not take v3 again.
+    let seen = m.boot("upgrade", "poweroff");
+    assert!(seen.entry.contains(&v1[..12]), "{}", seen.entry);
+    assert_eq!(seen.field("release"), "v1");
+    assert_eq!(seen.field("boot-ok"), "ran, exit 0");
+    let status = seen.json("status");
+    assert_eq!(booted_commit(&status), v1);
+    let fallback = &status["fallback"];
+    assert_eq!(fallback["attempts"], 3, "{status}");
+    assert!(
+        fallback["failed"].as_str().unwrap().contains(&v3),
+        "{status}"
+    );
+    assert!(
+        fallback["booted"].as_str().unwrap().contains(&v1),
+        "{status}"
+    );
+    let list = deployments(&status);
+    assert_eq!(list[0], (v3.clone(), false, "bad".into()), "{status}");
+    assert_eq!(status["deployments"][0]["failed"], true, "{status}");
+    assert_eq!(seen.field("do-exit"), "0", "{:?}", seen.lines);
+    let said = seen.field("do-output");
+    assert!(said.contains("fell back"), "{said}");
+    assert_eq!(deployments(&seen.json("after")), list);
 
     for (what, took) in &m.times {
         eprintln!("boot {what}: {took:.1?}");
