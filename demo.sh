@@ -159,7 +159,7 @@ else
   mkfs.ext4 -q -F -U "$uuid" -d "$sysroot" "$work/disk.img"
   # Play the boot loader: the entry treectl status names as the one it starts.
   entry=$("$treectl" status --sysroot "$sysroot" --json | tr -d '\n ' |
-    sed -n 's/.*"loader_default":true,"boot_entry":{"file":"\([^"]*\)".*/\1/p')
+    sed -n 's/.*"loader_default":true,[^{]*"boot_entry":{"file":"\([^"]*\)".*/\1/p')
   [[ -n $entry ]] || { echo "no default boot entry found"; exit 1; }
   conf="$sysroot/boot/loader/entries/$entry"
   linux=$(sed -n 's/^linux  *//p' "$conf"); initrd=$(sed -n 's/^initrd  *//p' "$conf")
