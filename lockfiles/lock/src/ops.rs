@@ -599,34 +599,15 @@ fn configure_step<'r>(
     if let Some((tree, meta, report)) = configure_cache::lookup(repo, &key) {
         return Ok((txn, (tree, meta), report));
     }
-    let unreferenced =
-        |txn: &Transaction<'_>, (tree, meta): (ObjectId, ObjectId), subject: &str| {
-            txn.write_commit(&treectl_store::object::Commit {
-                parent: None,
-                root_tree: tree,
-                root_meta: meta,
-                timestamp: opts.timestamp,
-                subject: subject.into(),
-                body: String::new(),
-                metadata: BTreeMap::new(),
-            })
-        };
-    let merged_commit = unreferenced(&txn, merged, "Merged tree, before configuring")?;
+    let ts = opts.timestamp;
+    let merged_commit = unreferenced_commit(&txn, merged, ts, "Merged tree, before configuring")?;
     let initramfs_commit = initramfs
-        .map(|plan| unreferenced(&txn, plan.merged, "Initramfs components, merged"))
+        .map(|plan| unreferenced_commit(&txn, plan.merged, ts, "Initramfs components, merged"))
         .transpose()?;
     txn.commit(&[])?;
     let scratch = ScratchDir::new(repo)?;
     let tree_dir = scratch.0.join("tree");
-    treectl_store::checkout::checkout(
-        repo,
-        &merged_commit,
-        &tree_dir,
-        &treectl_store::checkout::CheckoutOptions {
-            copy: true,
-            ..Default::default()
-        },
-    )?;
+    copy_checkout(repo, &merged_commit, &tree_dir)?;
     let mut report = configure(repo, &tree_dir, packages, opts)?;
     if let (Some(plan), Some(components)) = (initramfs, initramfs_commit) {
         report.initramfs = make_initramfs(repo, &scratch.0, &tree_dir, plan, &components, opts)?;
@@ -637,6 +618,35 @@ fn configure_step<'r>(
     // used once stored, and lookup checks they are.
     let _ = configure_cache::store(repo, &key, root, &report);
     Ok((txn, root, report))
+}
+
+/// A commit of `(tree, dirmeta)` that no ref names (reusable objects that
+/// can be checked out or exported).
+fn unreferenced_commit(
+    txn: &Transaction<'_>,
+    (tree, meta): (ObjectId, ObjectId),
+    timestamp: i64,
+    subject: &str,
+) -> Result<ObjectId, Error> {
+    Ok(txn.write_commit(&treectl_store::object::Commit {
+        parent: None,
+        root_tree: tree,
+        root_meta: meta,
+        timestamp,
+        subject: subject.into(),
+        body: String::new(),
+        metadata: BTreeMap::new(),
+    })?)
+}
+
+/// A writable copy (not hardlinks into the store) of `commit` at `dest`.
+fn copy_checkout(repo: &Repo, commit: &ObjectId, dest: &Path) -> Result<(), Error> {
+    let opts = treectl_store::checkout::CheckoutOptions {
+        copy: true,
+        ..Default::default()
+    };
+    treectl_store::checkout::checkout(repo, commit, dest, &opts)?;
+    Ok(())
 }
 
 /// The initramfs of a compose: the merged tree of the `[initramfs]`
@@ -683,27 +693,12 @@ fn make_initramfs(
     let mut reports = Vec::new();
     for kver in kernels {
         let dir = scratch.join(format!("initramfs-{kver}"));
-        treectl_store::checkout::checkout(
-            repo,
-            components,
-            &dir,
-            &treectl_store::checkout::CheckoutOptions {
-                copy: true,
-                ..Default::default()
-            },
-        )?;
+        copy_checkout(repo, components, &dir)?;
         let modules = initramfs::build_dir(os_root, &kver, &plan.modules, &dir)?;
         let txn = Transaction::begin(repo)?;
         let (root, _) = treectl_store::commit::write_dir(&txn, &dir)?;
-        let commit = txn.write_commit(&treectl_store::object::Commit {
-            parent: None,
-            root_tree: root.0,
-            root_meta: root.1,
-            timestamp: opts.timestamp,
-            subject: format!("Initramfs for {kver}"),
-            body: String::new(),
-            metadata: BTreeMap::new(),
-        })?;
+        let commit =
+            unreferenced_commit(&txn, root, opts.timestamp, &format!("Initramfs for {kver}"))?;
         txn.commit(&[])?;
         let image = os_root
             .join("usr/lib/modules")
