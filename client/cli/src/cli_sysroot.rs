@@ -47,6 +47,10 @@ pub enum SysrootCommand {
     FinalizeStaged {
         #[command(flatten)]
         sysroot: SysrootArg,
+        /// Change nothing: report the last finalize failure, if any, and
+        /// exit 1 when there is one (treectl-finalize-failed.service)
+        #[arg(long)]
+        check: bool,
     },
     /// Keep the deployment at INDEX through cleanup
     Pin {

@@ -171,6 +171,21 @@ fn kills_during_deploy_stage_and_finalize() {
             kills += 1;
             let after = check_invariants(&w, &format!("finalize killed at {fp}"));
             assert!(after == before || after.contains(target.as_str()));
+            // status agrees: staged until the swap, the default after it.
+            let st = w.status();
+            let staged: Vec<_> = st["deployments"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|d| d["staged"] == true)
+                .map(|d| d["commit"].as_str().unwrap().to_owned())
+                .collect();
+            if after.contains(target.as_str()) {
+                assert_eq!(staged, Vec::<String>::new(), "{fp}: swapped in: {st}");
+                assert_eq!(st["deployments"][0]["commit"], target.as_str(), "{fp}");
+            } else {
+                assert_eq!(staged, vec![target.to_string()], "{fp}: still staged: {st}");
+            }
             let out = cmd(&["finalize-staged", "--sysroot", &w.sr()]).ok();
             assert!(out.contains("finalized"), "{out}");
             let after = check_invariants(&w, &format!("finalize after {fp}"));

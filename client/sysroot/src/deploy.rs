@@ -15,7 +15,7 @@ use treectl_store::{failpoint, ObjectId, Repo};
 
 use crate::cleanup::collect_garbage;
 use crate::etc_merge::{merge_etc, MergeReport};
-use crate::finalize::{read_staged, remove_staged, StagedFile};
+use crate::finalize::{clear_finalize_failure, read_staged, remove_staged, StagedFile};
 use crate::state::{
     loader_default, read_state, write_generation, Deployment, Kernel, Origin, ReleaseOrder, State,
 };
@@ -110,6 +110,9 @@ pub fn build_deployment(
     release_serial: Option<u64>,
 ) -> Result<Deployment> {
     let meta = repo.read_commit(commit)?;
+    // Everything that can be checked is checked before the first write.
+    let kernel = kernel_plan(sysroot, repo, commit, stateroot)?;
+    check_boot_space(sysroot, commit, kernel.as_ref())?;
     let hex = commit.to_hex();
     let mut d = Deployment {
         stateroot: stateroot.to_owned(),
@@ -146,7 +149,7 @@ pub fn build_deployment(
     failpoint::hit("deploy-before-rename");
     fs::rename(&tmp, &final_path).map_err(io_err("renaming into place", &final_path))?;
     fsync_dir(&root)?;
-    d.kernel = install_kernel(sysroot, repo, commit, &final_path, stateroot)?;
+    d.kernel = install_kernel(sysroot, kernel, &final_path)?;
     Ok(d)
 }
 
@@ -209,15 +212,24 @@ pub(crate) fn components_of(meta: &Commit) -> BTreeMap<String, String> {
     out
 }
 
-/// Copies `/usr/lib/modules/<kver>/{vmlinuz,initramfs.img}` of the tree to
-/// `/boot/treectl/<stateroot>-<hash>/` (shared by content).
-fn install_kernel(
+/// The kernel a tree boots: the first `/usr/lib/modules/<kver>/` with a
+/// `vmlinuz` (and its `initramfs.img`, if any), and the directory under
+/// `/boot/treectl/` that holds the pair (named by their content, so
+/// deployments of the same kernel share it).
+struct KernelPlan {
+    kver: String,
+    name: String,
+    initrd: bool,
+    /// The bytes the pair takes in `/boot` (0 when it is already there).
+    bytes: u64,
+}
+
+fn kernel_plan(
     sysroot: &Sysroot,
     repo: &Repo,
     commit: &ObjectId,
-    dep: &Path,
     stateroot: &str,
-) -> Result<Option<Kernel>> {
+) -> Result<Option<KernelPlan>> {
     let Ok(Resolved::Dir { tree, .. }) = resolve_path(repo, commit, "usr/lib/modules") else {
         return Ok(None);
     };
@@ -233,7 +245,6 @@ fn install_kernel(
             Some(EntryKind::Regular { file }) => Some(file),
             _ => None,
         };
-        let kver = String::from_utf8_lossy(&entry.name).into_owned();
         let mut h = Sha256::new();
         h.update(vmlinuz.0);
         if let Some(i) = initrd {
@@ -246,35 +257,90 @@ fn install_kernel(
             .map(|b| format!("{b:02x}"))
             .collect();
         let name = format!("{stateroot}-{hash}");
-        let kroot = sysroot.boot_dir().join("treectl");
-        let dir = kroot.join(&name);
-        let src = dep.join("usr/lib/modules").join(&kver);
-        if !dir.exists() {
-            let tmp = kroot.join(format!("{name}.tmp"));
-            remove_tree(&tmp)?;
-            fs::create_dir_all(&tmp).map_err(io_err("creating", &tmp))?;
-            let mut files = vec!["vmlinuz"];
-            if initrd.is_some() {
-                files.push("initramfs.img");
+        let mut bytes = 0;
+        if !sysroot.boot_dir().join("treectl").join(&name).exists() {
+            for id in std::iter::once(vmlinuz).chain(initrd) {
+                // Rounded up to whole 4 KiB blocks, plus one for the inode's
+                // share of the directory.
+                bytes += repo.read_file_header(&id)?.size.div_ceil(4096) * 4096 + 4096;
             }
-            for f in files {
-                let to = tmp.join(f);
-                fs::copy(src.join(f), &to).map_err(io_err("copying the kernel to", &to))?;
-                fs::File::open(&to)
-                    .and_then(|f| f.sync_all())
-                    .map_err(io_err("syncing", &to))?;
-            }
-            fsync_dir(&tmp)?;
-            fs::rename(&tmp, &dir).map_err(io_err("renaming", &tmp))?;
-            fsync_dir(&kroot)?;
         }
-        return Ok(Some(Kernel {
-            kver,
-            linux: format!("/treectl/{name}/vmlinuz"),
-            initrd: initrd.map(|_| format!("/treectl/{name}/initramfs.img")),
+        return Ok(Some(KernelPlan {
+            kver: String::from_utf8_lossy(&entry.name).into_owned(),
+            name,
+            initrd: initrd.is_some(),
+            bytes,
         }));
     }
     Ok(None)
+}
+
+/// Refuses, before anything is written, when `/boot` cannot take the
+/// kernel and initramfs `commit` needs.
+fn check_boot_space(sysroot: &Sysroot, commit: &ObjectId, plan: Option<&KernelPlan>) -> Result<()> {
+    let Some(plan) = plan.filter(|p| p.bytes > 0) else {
+        return Ok(());
+    };
+    let boot = sysroot.boot_dir();
+    // At install, `/boot` may not exist yet: its parent's filesystem
+    // will hold it.
+    let measured = boot.ancestors().find(|p| p.exists()).unwrap_or(&boot);
+    let st = rustix::fs::statvfs(measured).map_err(|e| io_err("measuring", measured)(e.into()))?;
+    let free = st.f_bavail.saturating_mul(st.f_frsize);
+    if free < plan.bytes {
+        return Err(SysrootError::BootFull {
+            path: boot,
+            kver: plan.kver.clone(),
+            commit: commit.to_hex(),
+            free,
+            needed: plan.bytes,
+        });
+    }
+    Ok(())
+}
+
+/// Copies `/usr/lib/modules/<kver>/{vmlinuz,initramfs.img}` of the tree to
+/// `/boot/treectl/<stateroot>-<hash>/` (shared by content).
+fn install_kernel(
+    sysroot: &Sysroot,
+    plan: Option<KernelPlan>,
+    dep: &Path,
+) -> Result<Option<Kernel>> {
+    let Some(KernelPlan {
+        kver, name, initrd, ..
+    }) = plan
+    else {
+        return Ok(None);
+    };
+    let kroot = sysroot.boot_dir().join("treectl");
+    let dir = kroot.join(&name);
+    let src = dep.join("usr/lib/modules").join(&kver);
+    if !dir.exists() {
+        let tmp = kroot.join(format!("{name}.tmp"));
+        remove_tree(&tmp)?;
+        fs::create_dir_all(&tmp).map_err(io_err("creating", &tmp))?;
+        let mut files = vec!["vmlinuz"];
+        if initrd {
+            files.push("initramfs.img");
+        }
+        for f in files {
+            let to = tmp.join(f);
+            if let Err(e) = fs::copy(src.join(f), &to).and_then(|_| fs::File::open(&to)?.sync_all())
+            {
+                // No half-copied kernel left behind.
+                let _ = remove_tree(&tmp);
+                return Err(io_err("copying the kernel to", &to)(e));
+            }
+        }
+        fsync_dir(&tmp)?;
+        fs::rename(&tmp, &dir).map_err(io_err("renaming", &tmp))?;
+        fsync_dir(&kroot)?;
+    }
+    Ok(Some(Kernel {
+        kver,
+        linux: format!("/treectl/{name}/vmlinuz"),
+        initrd: initrd.then(|| format!("/treectl/{name}/initramfs.img")),
+    }))
 }
 
 /// How a new deployment takes effect.
@@ -331,12 +397,9 @@ pub fn deploy_commit(
     match switch {
         Switch::Now => {
             // A staged deployment is superseded by one made now.
-            let staged = read_staged(sysroot)?;
             state.deployments.insert(0, d.clone());
             write_generation(sysroot, &state, "deploy")?;
-            if staged.is_some() {
-                remove_staged(sysroot)?;
-            }
+            remove_staged(sysroot)?;
         }
         Switch::Stage => {
             let old = read_staged(sysroot)?;
@@ -352,5 +415,7 @@ pub fn deploy_commit(
             }
         }
     }
+    // A new deployment answers an earlier finalize failure.
+    clear_finalize_failure(sysroot)?;
     Ok(d)
 }

@@ -35,9 +35,98 @@ pub(crate) fn read_staged_file(sysroot: &Sysroot) -> Result<Option<StagedFile>> 
     }
 }
 
-/// The staged deployment, if one waits for `finalize-staged`.
+/// The staged deployment, if one waits for `finalize-staged`. A file left
+/// by a finalize stopped between the swap and its removal names a
+/// deployment already in the list: that is not staged any more.
 pub fn read_staged(sysroot: &Sysroot) -> Result<Option<Deployment>> {
-    Ok(read_staged_file(sysroot)?.map(|s| s.deployment))
+    let Some(staged) = read_staged_file(sysroot)? else {
+        return Ok(None);
+    };
+    let state = read_state(sysroot)?;
+    Ok((!swapped_in(&state, &staged.deployment)).then_some(staged.deployment))
+}
+
+fn swapped_in(state: &State, d: &Deployment) -> bool {
+    state.deployments.iter().any(|x| x.id() == d.id())
+}
+
+/// `finalize-failure.json`: why the last `finalize-staged` failed. Written
+/// when it fails, removed when a later one succeeds or a new deployment
+/// is made; `treectl status` and `finalize-staged --check` show it.
+#[derive(Clone, Debug, Serialize, serde::Deserialize, PartialEq, Eq)]
+pub struct FinalizeFailure {
+    /// The format of this file (1).
+    pub version: u32,
+    /// The deployment that was staged (`<commit>.<serial>`).
+    pub deployment: String,
+    /// Its commit.
+    pub commit: String,
+    /// When finalize failed (Unix seconds).
+    pub time: i64,
+    /// The error, as `finalize-staged` printed it.
+    pub error: String,
+}
+
+const FAILURE_FILE: &str = "finalize-failure.json";
+
+/// The recorded failure of the last `finalize-staged`, if any.
+pub fn read_finalize_failure(sysroot: &Sysroot) -> Result<Option<FinalizeFailure>> {
+    let path = sysroot.treectl_dir().join(FAILURE_FILE);
+    match fs::read(&path) {
+        Ok(b) => serde_json::from_slice(&b)
+            .map(Some)
+            .map_err(|e| SysrootError::BadState {
+                path,
+                reason: e.to_string(),
+            }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(io_err("reading", &path)(e)),
+    }
+}
+
+pub(crate) fn clear_finalize_failure(sysroot: &Sysroot) -> Result<()> {
+    let path = sysroot.treectl_dir().join(FAILURE_FILE);
+    match fs::remove_file(&path) {
+        Ok(()) => fsync_dir(&sysroot.treectl_dir()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(io_err("removing", &path)(e)),
+    }
+}
+
+/// [`finalize_staged`], recording a failure: the staged deployment is
+/// dropped (the machine keeps its default and boots it), and why is kept
+/// in `finalize-failure.json` for `status` and the next boot.
+pub fn finalize_staged_or_record(sysroot: &Sysroot) -> Result<Option<Deployment>> {
+    let err = match finalize_staged(sysroot) {
+        Ok(d) => {
+            if d.is_some() {
+                clear_finalize_failure(sysroot)?;
+            }
+            return Ok(d);
+        }
+        Err(e) => e,
+    };
+    let _lock = sysroot.lock()?;
+    if let (Some(staged), Ok(state)) = (read_staged_file(sysroot)?, read_state(sysroot)) {
+        if !swapped_in(&state, &staged.deployment) {
+            let record = FinalizeFailure {
+                version: 1,
+                deployment: staged.deployment.id(),
+                commit: staged.deployment.commit.clone(),
+                time: treectl_store::time::now(),
+                error: err.to_string(),
+            };
+            let mut json = serde_json::to_vec_pretty(&record).expect("failure serializes");
+            json.push(b'\n');
+            treectl_store::store::write_atomic(
+                &sysroot.treectl_dir().join(FAILURE_FILE),
+                &json,
+                true,
+            )?;
+            remove_staged(sysroot)?;
+        }
+    }
+    Err(err)
 }
 
 pub(crate) fn remove_staged(sysroot: &Sysroot) -> Result<()> {
@@ -59,7 +148,7 @@ pub fn finalize_staged(sysroot: &Sysroot) -> Result<Option<Deployment>> {
     };
     let mut d = staged.deployment;
     let mut state = read_state(sysroot)?;
-    if state.deployments.first().map(Deployment::id) == Some(d.id()) {
+    if swapped_in(&state, &d) {
         // Swapped in before a crash: only the file is left to remove.
         remove_staged(sysroot)?;
         return Ok(Some(d));

@@ -76,6 +76,16 @@ pub enum SysrootError {
         free: u64,
         needed: u64,
     },
+    /// `/boot` cannot take the kernel and initramfs a deployment needs;
+    /// nothing was changed.
+    #[error("not enough space in {} for the kernel {kver} of {commit}: {free} bytes free, {needed} needed; nothing was changed (remove unused kernels from {}, or make it larger)", path.display(), path.display())]
+    BootFull {
+        path: PathBuf,
+        kver: String,
+        commit: String,
+        free: u64,
+        needed: u64,
+    },
     #[error("the default deployment has no origin to upgrade from: use `treectl deploy REV`")]
     NoOrigin,
     #[error("{origin} has not been pulled into the sysroot's repository: run `treectl upgrade` (or `treectl install` with --url) to pull it")]
@@ -203,6 +213,12 @@ impl Sysroot {
         self.root.join(rel.trim_start_matches('/'))
     }
 
+    /// Whether this is the running machine's sysroot (whose `/boot` a boot
+    /// loader reads after a crash).
+    pub fn is_running_system(&self) -> bool {
+        is_running_system(&self.root)
+    }
+
     /// Takes the sysroot lock (blocking), creating `treectl/` if needed.
     pub fn lock(&self) -> Result<SysrootLock> {
         let dir = self.treectl_dir();
@@ -245,6 +261,13 @@ pub struct SysrootLock {
     _file: File,
 }
 
+/// Whether `root` is the sysroot of the running machine: `/`, or
+/// [`BOOTED_SYSROOT`] on a booted deployment.
+fn is_running_system(root: &Path) -> bool {
+    root == Path::new("/")
+        || (root == Path::new(BOOTED_SYSROOT) && Path::new(BOOTED_RECORD).exists())
+}
+
 /// Reads the booted deployment's `treectl=` value: `$TREECTL_BOOTED`, else
 /// the `treectl=` argument of `$TREECTL_CMDLINE` (a file), else of
 /// `/proc/cmdline` when the sysroot is the running system's (`/`, or
@@ -256,11 +279,7 @@ fn booted_arg(root: &Path) -> Option<String> {
     }
     let cmdline = match std::env::var_os("TREECTL_CMDLINE") {
         Some(file) => fs::read_to_string(file).ok()?,
-        None if root == Path::new("/")
-            || (root == Path::new(BOOTED_SYSROOT) && Path::new(BOOTED_RECORD).exists()) =>
-        {
-            fs::read_to_string("/proc/cmdline").ok()?
-        }
+        None if is_running_system(root) => fs::read_to_string("/proc/cmdline").ok()?,
         None => return None,
     };
     parse_cmdline(&cmdline)

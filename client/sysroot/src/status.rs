@@ -6,7 +6,7 @@
 use serde::Serialize;
 
 use crate::boot::{BootEntry, Counter};
-use crate::finalize::read_staged;
+use crate::finalize::{read_finalize_failure, read_staged, FinalizeFailure};
 use crate::state::{fallback_of, live_menu, read_state, Deployment, Fallback, State};
 use crate::upgrade::{component_changes, ComponentChange};
 use crate::{Result, Sysroot};
@@ -74,6 +74,9 @@ pub struct Status {
     /// Set when the booted deployment is not the default because the
     /// default's entry went bad; `null` otherwise.
     pub fallback: Option<Fallback>,
+    /// Set when the last `finalize-staged` failed (the staged deployment
+    /// was dropped and the old default kept); `null` otherwise.
+    pub finalize_failure: Option<FinalizeFailure>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rollback_floor: Option<super::state::ReleaseOrder>,
 }
@@ -121,6 +124,7 @@ pub fn status(sysroot: &Sysroot) -> Result<Status> {
         booted,
         deployments,
         fallback,
+        finalize_failure: read_finalize_failure(sysroot)?,
         rollback_floor: state.rollback_floor,
     })
 }

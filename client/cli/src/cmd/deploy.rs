@@ -65,8 +65,24 @@ pub fn run(cmd: SysrootCommand) -> Result<ExitCode> {
             );
             Ok(ExitCode::SUCCESS)
         }
-        SysrootCommand::FinalizeStaged { sysroot } => {
-            match finalize::finalize_staged(&sysroot_at(&sysroot.sysroot)?)? {
+        SysrootCommand::FinalizeStaged {
+            sysroot,
+            check: true,
+        } => match finalize::read_finalize_failure(&sysroot_at(&sysroot.sysroot)?)? {
+            Some(f) => {
+                eprintln!("error: {}", finalize_failure_line(&f));
+                Ok(ExitCode::FAILURE)
+            }
+            None => {
+                outln!("the last finalize did not fail");
+                Ok(ExitCode::SUCCESS)
+            }
+        },
+        SysrootCommand::FinalizeStaged {
+            sysroot,
+            check: false,
+        } => {
+            match finalize::finalize_staged_or_record(&sysroot_at(&sysroot.sysroot)?)? {
                 Some(d) => outln!("finalized: {} is the default", d.describe()),
                 None => outln!("nothing staged"),
             }
@@ -193,10 +209,24 @@ fn install_source(source: String, from_repo: Option<&Path>) -> Result<Source> {
     })
 }
 
+/// What `status` and the next boot say about a failed finalize.
+fn finalize_failure_line(f: &finalize::FinalizeFailure) -> String {
+    format!(
+        "the staged deployment {} failed to finalize at shutdown ({}): {}; \
+         the machine kept its previous default. Stage the update again with `treectl upgrade --stage`",
+        f.deployment,
+        crate::output::format_time(f.time),
+        f.error
+    )
+}
+
 fn print_status(st: &Status, json: bool) -> Result<ExitCode> {
     if json {
         outln!("{}", serde_json::to_string_pretty(st)?);
         return Ok(ExitCode::SUCCESS);
+    }
+    if let Some(f) = &st.finalize_failure {
+        outln!("{}", finalize_failure_line(f));
     }
     if let Some(f) = &st.fallback {
         let which = match st.deployments.iter().find(|e| e.booted) {
