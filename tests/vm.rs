@@ -103,16 +103,30 @@ pub fn boot_image(
     console_log: &Path,
     timeout: Duration,
 ) -> (BootEntry, Vec<String>, Boot) {
+    boot_image_until(disks, scratch, extra_options, console_log, timeout, None)
+}
+
+/// [`boot_image`], and when `power_off_at` is given, kills qemu (the
+/// power cut) as soon as the console shows that text.
+pub fn boot_image_until(
+    disks: &[Disk],
+    scratch: &Path,
+    extra_options: &str,
+    console_log: &Path,
+    timeout: Duration,
+    power_off_at: Option<&str>,
+) -> (BootEntry, Vec<String>, Boot) {
     let boot_dir = read_boot(&disks[0].image, scratch);
     let entry = default_entry_in(&boot_dir);
     let names = entry_names(&boot_dir);
-    let boot = boot_disks(
+    let boot = run_qemu(
         &boot_dir,
         &entry,
         disks,
         extra_options,
         console_log,
         timeout,
+        power_off_at,
     );
     (entry, names, boot)
 }
@@ -146,8 +160,10 @@ pub fn make_disk(dir: &Path, image: &Path, uuid: &str, size: &str) {
 pub struct Boot {
     /// What the guest printed on its serial console.
     pub console: String,
-    /// qemu's exit status; `None` when the timeout killed it.
+    /// qemu's exit status; `None` when the timeout or a power cut killed it.
     pub exited: Option<std::process::ExitStatus>,
+    /// qemu was killed because the console showed the `power_off_at` text.
+    pub powered_off: bool,
     pub elapsed: Duration,
 }
 
@@ -211,6 +227,26 @@ pub fn boot_disks(
     console_log: &Path,
     timeout: Duration,
 ) -> Boot {
+    run_qemu(
+        boot_dir,
+        entry,
+        disks,
+        extra_options,
+        console_log,
+        timeout,
+        None,
+    )
+}
+
+fn run_qemu(
+    boot_dir: &Path,
+    entry: &BootEntry,
+    disks: &[Disk],
+    extra_options: &str,
+    console_log: &Path,
+    timeout: Duration,
+    power_off_at: Option<&str>,
+) -> Boot {
     let linux = entry.linux.as_deref().expect("the entry has a linux line");
     let rel = |p: &str| -> PathBuf { boot_dir.join(p.trim_start_matches('/')) };
     let mut append = format!("{} console=ttyS0 panic=-1", entry.cmdline());
@@ -245,23 +281,37 @@ pub fn boot_disks(
         .stderr(Stdio::piped());
     let started = Instant::now();
     let mut child = cmd.spawn().expect("run qemu-system-x86_64");
+    let read_console = || {
+        std::fs::read(console_log)
+            .map(|b| String::from_utf8_lossy(&b).into_owned())
+            .unwrap_or_default()
+    };
+    let mut powered_off = false;
     let exited = loop {
         if let Some(status) = child.try_wait().expect("wait for qemu") {
             break Some(status);
+        }
+        if let Some(text) = power_off_at {
+            if read_console().contains(text) {
+                // SIGKILL: whatever the guest had not yet written to the
+                // disk is lost, as in a power cut.
+                let _ = child.kill();
+                let _ = child.wait();
+                powered_off = true;
+                break None;
+            }
         }
         if started.elapsed() > timeout {
             let _ = child.kill();
             let _ = child.wait();
             break None;
         }
-        std::thread::sleep(Duration::from_millis(200));
+        std::thread::sleep(Duration::from_millis(100));
     };
-    let console = std::fs::read(console_log)
-        .map(|b| String::from_utf8_lossy(&b).into_owned())
-        .unwrap_or_default();
     Boot {
-        console,
+        console: read_console(),
         exited,
+        powered_off,
         elapsed: started.elapsed(),
     }
 }

@@ -24,15 +24,24 @@
 //! powers off (`treectl_vm_then=`).
 //!
 //! The journey: v1 changes `/etc/motd`, writes `/var/lib/app/data` and
-//! stages v2 (`upgrade --stage`); the reboot finalizes it; v2 comes up
-//! with both, `boot-ok` drops its entry's counter, and `rollback` plus a
+//! stages v2 (`upgrade --stage`). Four shutdowns in a row have their
+//! power cut (qemu killed) while `finalize-staged` runs, at each of its
+//! steps in turn (the failpoints `finalize-etc`, `finalize-exchanged`,
+//! `finalize-before-swap`, `finalize-after-swap` in their `stop` form,
+//! set by the driver through a runtime drop-in: the harness kills qemu
+//! when the console says the point is reached): until the swap v1 boots
+//! with v2 still staged, after it v2 boots and nothing is staged. v2
+//! comes up with both local changes, `boot-ok` drops its entry's counter, and `rollback` plus a
 //! reboot brings v1 back with v2 as the rollback deployment, where
 //! `upgrade` finds nothing to do. Then v3, whose health check fails
 //! (boot-complete.target fails, so `boot-ok` never runs), is deployed by
 //! `upgrade`; it boots three times, each attempt counted by prepare-root
 //! (`+3-0` → `+2-1` → `+1-2` → `+0-3`), and the fourth boot starts v1, the
 //! last good entry: `status` reports the fallback and `upgrade` does not
-//! take v3 again.
+//! take v3 again. Then v4, the fix, is staged, but its deployment is lost
+//! before the shutdown: `finalize-staged` fails, the machine boots v1,
+//! `treectl-finalize-failed.service` fails loudly and `status` reports
+//! the failure; `upgrade` deploys v4, which boots and is marked good.
 //!
 //! Needs root, bwrap, qemu-system-x86_64, mkfs.ext4, debugfs, apt's
 //! package lists and the archive; says why it skips, and does not skip
@@ -114,11 +123,17 @@ else
 fi
 echo "entries: $(ls /sysroot/boot/loader/entries | tr '\n' ' ')"
 echo "status: $(treectl status --json | tr -d '\n')"
+echo "finalize-failed-unit: $(systemctl is-failed treectl-finalize-failed.service)"
 case "$action" in
 upgrade-stage)
     echo "changed on the machine" >/etc/motd
     mkdir -p /var/lib/app && echo "written by v1" >/var/lib/app/data
     out=$(treectl upgrade --stage 2>&1); code=$? ;;
+stage-break)
+    # Staged, then its deployment lost before shutdown: finalize fails.
+    out=$(treectl upgrade --stage 2>&1); code=$?
+    staged=$(treectl status --json | sed -n 's/^ *"path": "\(.*\)",$/\1/p' | head -n1)
+    rm -rf "$staged" ;;
 rollback)
     out=$(treectl rollback 2>&1); code=$? ;;
 upgrade)
@@ -132,6 +147,15 @@ echo "do-output: $(echo "$out" | tr '\n' ' ')"
 echo "after: $(treectl status --json | tr -d '\n')"
 echo TREECTL-VM-END
 umount "$origin" /run/treectl-vm/updates
+pause=$(arg treectl_vm_pause)
+if [ -n "$pause" ]; then
+    # finalize-staged stops at that point at shutdown and says so on the
+    # console, where the harness cuts the power.
+    d=/run/systemd/system/treectl-finalize-staged.service.d
+    mkdir -p "$d"
+    printf '[Service]\nEnvironment=TREECTL_FAILPOINT=%s:1:stop\nStandardError=tty\nTTYPath=/dev/ttyS0\n' "$pause" >"$d/pause.conf"
+    systemctl daemon-reload
+fi
 systemctl --no-block "${then:-poweroff}"
 "#;
 
@@ -178,19 +202,30 @@ impl Machine<'_> {
     /// treectl_vm_then=then`; checks the guest got to the end of its report
     /// and qemu ended (a reboot or power-off).
     fn boot(&mut self, action: &str, then: &str) -> Seen {
+        self.boot_until(action, then, None)
+    }
+
+    /// [`Machine::boot`]; with `pause`, `finalize-staged` stops at that
+    /// failpoint during the shutdown and the harness cuts the power there.
+    fn boot_until(&mut self, action: &str, then: &str, pause: Option<&str>) -> Seen {
         self.boots += 1;
         let log = self.dir.join(format!("console-{}.log", self.boots));
-        let (entry, names, boot) = vm::boot_image(
+        let marker = pause.map(|p| format!("treectl: stopped at failpoint {p}"));
+        let (entry, names, boot) = vm::boot_image_until(
             &self.disks,
             &self.dir.join("loader"),
             // No unit status lines amid the report, and no getty on the
             // console, whose hangup would cut the report short.
             &format!(
                 "systemd.show_status=false systemd.getty_auto=0 \
-                 treectl_vm_do={action} treectl_vm_then={then}"
+                 treectl_vm_do={action} treectl_vm_then={then}{}",
+                pause
+                    .map(|p| format!(" treectl_vm_pause={p}"))
+                    .unwrap_or_default()
             ),
             &log,
             BOOT_TIMEOUT,
+            marker.as_deref(),
         );
         eprintln!(
             "boot {} ({action}, then {then}): {} of {names:?} in {:.1?}",
@@ -199,12 +234,21 @@ impl Machine<'_> {
         self.times
             .push((format!("{} {action}", self.boots), boot.elapsed));
         let lines = boot.report();
-        assert!(
-            boot.exited.is_some(),
-            "boot {}: the VM did not {then} within {BOOT_TIMEOUT:?}:\n{}",
-            self.boots,
-            boot.tail(60)
-        );
+        if pause.is_some() {
+            assert!(
+                boot.powered_off,
+                "boot {}: finalize-staged did not reach {pause:?} within {BOOT_TIMEOUT:?}:\n{}",
+                self.boots,
+                boot.tail(60)
+            );
+        } else {
+            assert!(
+                boot.exited.is_some(),
+                "boot {}: the VM did not {then} within {BOOT_TIMEOUT:?}:\n{}",
+                self.boots,
+                boot.tail(60)
+            );
+        }
         Seen {
             entry: entry.file_name.clone(),
             lines,
@@ -265,9 +309,10 @@ fn a_machine_upgrades_rolls_back_and_falls_back_across_reboots_in_qemu() {
     };
     let dist = vm::workspace().join("dist");
     let unit = |name: &str| std::fs::read_to_string(dist.join(name)).unwrap();
-    let (boot_ok, finalize) = (
+    let (boot_ok, finalize, finalize_failed) = (
         unit("treectl-boot-ok.service"),
         unit("treectl-finalize-staged.service"),
+        unit("treectl-finalize-failed.service"),
     );
     let guest = t.path().join("guest");
     vm::guest_component(
@@ -275,6 +320,7 @@ fn a_machine_upgrades_rolls_back_and_falls_back_across_reboots_in_qemu() {
         &[
             ("treectl-boot-ok.service", &boot_ok),
             ("treectl-finalize-staged.service", &finalize),
+            ("treectl-finalize-failed.service", &finalize_failed),
             ("treectl-vm-drive.service", DRIVE_UNIT),
         ],
         &[("drive", DRIVE), ("health", HEALTH)],
@@ -326,8 +372,9 @@ fn a_machine_upgrades_rolls_back_and_falls_back_across_reboots_in_qemu() {
         times: Vec::new(),
     };
 
-    // Boot 1: v1, marked good; local changes, then v2 staged.
-    let seen = m.boot("upgrade-stage", "reboot");
+    // Boot 1: v1, marked good; local changes, then v2 staged. The power is
+    // cut while finalize-staged runs at shutdown.
+    let seen = m.boot_until("upgrade-stage", "reboot", Some("finalize-etc"));
     assert_eq!(seen.field("release"), "v1");
     assert_eq!(seen.field("boot-ok"), "ran, exit 0");
     let status = seen.json("status");
@@ -344,8 +391,35 @@ fn a_machine_upgrades_rolls_back_and_falls_back_across_reboots_in_qemu() {
         "{after}"
     );
 
-    // Boot 2: the reboot finalized v2, with the machine's /etc and /var;
-    // then back to v1.
+    // Boots 2 to 4: each power cut came before the swap: v1 boots, v2 is
+    // still staged, and the next shutdown is cut at the next step.
+    for (cut, next) in [
+        ("finalize-etc", "finalize-exchanged"),
+        ("finalize-exchanged", "finalize-before-swap"),
+        ("finalize-before-swap", "finalize-after-swap"),
+    ] {
+        let seen = m.boot_until("nothing", "reboot", Some(next));
+        assert!(
+            seen.entry.contains(&v1[..12]),
+            "cut at {cut}: {}",
+            seen.entry
+        );
+        assert_eq!(seen.field("release"), "v1", "cut at {cut}");
+        let status = seen.json("status");
+        assert_eq!(booted_commit(&status), v1, "cut at {cut}");
+        assert_eq!(
+            deployments(&status),
+            [
+                (v2.clone(), true, "-".into()),
+                (v1.clone(), false, "good".into())
+            ],
+            "cut at {cut}: {status}"
+        );
+        assert!(status["finalize_failure"].is_null(), "{status}");
+    }
+
+    // Boot 5: the last cut came after the swap: v2 is the default, nothing
+    // is staged, with the machine's /etc and /var; then back to v1.
     let seen = m.boot("rollback", "reboot");
     assert!(
         seen.entry.contains(&v2[..12]) && seen.entry.contains("+3-0"),
@@ -373,7 +447,7 @@ fn a_machine_upgrades_rolls_back_and_falls_back_across_reboots_in_qemu() {
     assert_eq!(seen.field("do-exit"), "0", "{:?}", seen.lines);
     assert_eq!(deployments(&seen.json("after")), both_good(&v1, &v2));
 
-    // Boot 3: v1 again, v2 the rollback deployment; upgrade finds v2, the
+    // Boot 6: v1 again, v2 the rollback deployment; upgrade finds v2, the
     // release the machine rolled back from, and does nothing.
     let seen = m.boot("upgrade", "poweroff");
     assert!(seen.entry.contains(&v1[..12]), "{}", seen.entry);
@@ -393,7 +467,7 @@ fn a_machine_upgrades_rolls_back_and_falls_back_across_reboots_in_qemu() {
     let v3 = compose_release(&os, &release, 3, "v3-broken");
     vm::make_disk(&updates, &update_disk, UPDATES_UUID, "3G");
 
-    // Boot 4: v1 upgrades to v3, a newer release than the one it rolled
+    // Boot 7: v1 upgrades to v3, a newer release than the one it rolled
     // back from.
     let seen = m.boot("upgrade", "reboot");
     assert!(seen.entry.contains(&v1[..12]), "{}", seen.entry);
@@ -407,7 +481,7 @@ fn a_machine_upgrades_rolls_back_and_falls_back_across_reboots_in_qemu() {
     );
     assert_eq!(list[1], (v1.clone(), false, "good".into()), "{after}");
 
-    // Boots 5 to 7: v3, each attempt counted by prepare-root, never good.
+    // Boots 8 to 10: v3, each attempt counted by prepare-root, never good.
     for (tries, counted) in [("+3-0", "+2-1"), ("+2-1", "+1-2"), ("+1-2", "+0-3")] {
         let seen = m.boot("nothing", "reboot");
         assert!(
@@ -425,7 +499,7 @@ fn a_machine_upgrades_rolls_back_and_falls_back_across_reboots_in_qemu() {
         assert_eq!(booted_commit(&seen.json("status")), v3);
     }
 
-    // Boot 8: the boot loader passes over the bad entry and starts v1, the
+    // Boot 11: the boot loader passes over the bad entry and starts v1, the
     // last good one; status says the machine fell back, and upgrade does
     // not take v3 again.
     let seen = m.boot("upgrade", "poweroff");
@@ -451,6 +525,70 @@ fn a_machine_upgrades_rolls_back_and_falls_back_across_reboots_in_qemu() {
     let said = seen.field("do-output");
     assert!(said.contains("fell back"), "{said}");
     assert_eq!(deployments(&seen.json("after")), list);
+
+    // v4 fixes v3. Boot 12: v1 stages it, and the staged deployment is
+    // lost before shutdown: finalize-staged fails, the machine keeps v1.
+    let v4 = compose_release(&os, &release, 4, "v4");
+    vm::make_disk(&updates, &update_disk, UPDATES_UUID, "3G");
+    let seen = m.boot("stage-break", "reboot");
+    assert!(seen.entry.contains(&v1[..12]), "{}", seen.entry);
+    assert_eq!(seen.field("do-exit"), "0", "{:?}", seen.lines);
+    let after = seen.json("after");
+    assert_eq!(
+        deployments(&after)[0],
+        (v4.clone(), true, "-".into()),
+        "{after}"
+    );
+
+    // Boot 13: still v1; the failure is reported loudly, by its unit and by
+    // status. Then upgrade deploys v4.
+    let seen = m.boot("upgrade", "reboot");
+    assert!(seen.entry.contains(&v1[..12]), "{}", seen.entry);
+    assert_eq!(seen.field("release"), "v1");
+    assert_eq!(
+        seen.field("finalize-failed-unit"),
+        "failed",
+        "{:?}",
+        seen.lines
+    );
+    let status = seen.json("status");
+    assert_eq!(booted_commit(&status), v1);
+    assert_eq!(
+        status["finalize_failure"]["commit"],
+        v4.as_str(),
+        "{status}"
+    );
+    assert!(
+        deployments(&status).iter().all(|d| !d.1),
+        "nothing staged: {status}"
+    );
+    assert_eq!(seen.field("do-exit"), "0", "{:?}", seen.lines);
+    let after = seen.json("after");
+    assert_eq!(
+        deployments(&after)[0],
+        (v4.clone(), false, "indeterminate".into()),
+        "{after}"
+    );
+    assert!(after["finalize_failure"].is_null(), "{after}");
+
+    // Boot 14: v4 boots, is marked good, and nothing is left failed.
+    let seen = m.boot("nothing", "poweroff");
+    assert!(
+        seen.entry.contains(&v4[..12]) && seen.entry.contains("+3-0"),
+        "{}",
+        seen.entry
+    );
+    assert_eq!(seen.field("release"), "v4");
+    assert_eq!(seen.field("boot-ok"), "ran, exit 0");
+    assert_eq!(seen.field("finalize-failed-unit"), "inactive");
+    let status = seen.json("status");
+    assert_eq!(booted_commit(&status), v4);
+    assert_eq!(
+        deployments(&status)[0],
+        (v4.clone(), false, "good".into()),
+        "{status}"
+    );
+    assert!(status["fallback"].is_null(), "{status}");
 
     for (what, took) in &m.times {
         eprintln!("boot {what}: {took:.1?}");

@@ -17,6 +17,7 @@ pub mod deploy;
 pub mod etc_merge;
 pub mod fetch;
 pub mod finalize;
+mod freeze;
 pub mod install;
 pub mod kargs;
 pub mod rollback;

@@ -452,6 +452,17 @@ pub fn write_generation(sysroot: &Sysroot, state: &State, fp: &str) -> Result<()
     let link = boot.join(LOADER);
     fs::rename(&tmp, &link).map_err(io_err("swapping in", &link))?;
     fsync_dir(&boot)?;
+    if sysroot.is_running_system() {
+        // Past the commit point: a failure here only means a boot loader
+        // that ignores the journal may start the old default after a
+        // power cut, so it is reported, not returned.
+        if let Err(e) = crate::freeze::freeze_thaw(&boot) {
+            eprintln!(
+                "warning: could not write {}'s journal home (freeze/thaw): {e}",
+                boot.display()
+            );
+        }
+    }
     failpoint::hit(&format!("{fp}-after-swap"));
     if let Some(old) = live {
         remove_tree(&boot.join(format!("loader.{old}")))?;

@@ -2,6 +2,9 @@
 //! with SIGKILL the N-th time it passes the point NAME, the way ostree's
 //! `OSTREE_REPO_TEST_ERROR` does. Tests use it to stop a command at exact,
 //! varied moments; without the variable a failpoint costs one load.
+//! `NAME:N:stop` instead prints `treectl: stopped at failpoint NAME` to
+//! stderr and waits forever there, so that a test can cut the power of a
+//! whole machine (a VM) at that moment.
 //!
 //! Points: `stage-object` (after an object is written to staging),
 //! `store-object` (after an object is renamed into the store),
@@ -17,7 +20,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;
 
-static TARGET: OnceLock<Option<(String, u64)>> = OnceLock::new();
+static TARGET: OnceLock<Option<(String, u64, bool)>> = OnceLock::new();
 static HITS: AtomicU64 = AtomicU64::new(0);
 
 /// Passes the failpoint `name`.
@@ -25,10 +28,21 @@ pub fn hit(name: &str) {
     let target = TARGET.get_or_init(|| {
         let spec = std::env::var("TREECTL_FAILPOINT").ok()?;
         let (point, n) = spec.split_once(':')?;
-        Some((point.to_owned(), n.parse().ok()?))
+        let (n, stop) = match n.split_once(':') {
+            Some((n, "stop")) => (n, true),
+            Some(_) => return None,
+            None => (n, false),
+        };
+        Some((point.to_owned(), n.parse().ok()?, stop))
     });
-    if let Some((point, n)) = target {
+    if let Some((point, n, stop)) = target {
         if point == name && HITS.fetch_add(1, Ordering::SeqCst) + 1 == *n {
+            if *stop {
+                eprintln!("treectl: stopped at failpoint {name}");
+                loop {
+                    std::thread::sleep(std::time::Duration::from_secs(3600));
+                }
+            }
             let _ = rustix::process::kill_process(
                 rustix::process::getpid(),
                 rustix::process::Signal::KILL,
