@@ -37,6 +37,8 @@ WantedBy=multi-user.target
 const REPORT_SCRIPT: &str = r#"#!/bin/sh
 echo TREECTL-VM-BEGIN
 echo "multi-user: $(systemctl is-active multi-user.target)"
+echo "ssh: $(systemctl is-active ssh.service)"
+echo "host-keys: $(ls /etc/ssh/ssh_host_*_key 2>/dev/null | wc -l)"
 echo "status: $(treectl status --json | tr -d '\n')"
 if touch /usr/.treectl-probe 2>/dev/null; then echo "usr: rw"; rm -f /usr/.treectl-probe; else echo "usr: ro"; fi
 if touch /etc/.treectl-probe 2>/dev/null; then echo "etc: rw"; rm -f /etc/.treectl-probe; else echo "etc: ro"; fi
@@ -95,6 +97,9 @@ fn composed_system_boots_to_multi_user_in_qemu() {
     let lines = boot.report();
     let field = |k: &str| vm::Boot::field(&lines, k).unwrap_or_else(|| panic!("no {k}: {lines:?}"));
     assert_eq!(field("multi-user"), "active");
+    // The machine made its own SSH host keys at first boot; sshd runs.
+    assert_eq!(field("ssh"), "active");
+    assert!(field("host-keys").parse::<u32>().unwrap() >= 3, "{lines:?}");
     let status: serde_json::Value = serde_json::from_str(&field("status")).unwrap();
     let booted = status["booted"].as_str().expect("a booted deployment");
     let default = status["deployments"]

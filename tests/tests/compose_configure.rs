@@ -130,6 +130,25 @@ fn corpus_composes_to_a_configured_system_reproducibly() {
         "{o:?}"
     );
     assert_eq!(std::fs::read(co.join("etc/machine-id")).unwrap(), b"");
+    // No host key is shared by every machine; each makes its own at first
+    // boot, before ssh.service.
+    let keys: Vec<_> = std::fs::read_dir(co.join("etc/ssh"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("ssh_host_"))
+        .collect();
+    assert_eq!(keys, Vec::<String>::new());
+    let unit =
+        std::fs::read_to_string(co.join("usr/lib/systemd/system/treectl-ssh-host-keys.service"))
+            .unwrap();
+    assert!(unit.contains("ExecStart=/usr/bin/ssh-keygen -A"), "{unit}");
+    assert_eq!(
+        std::fs::read_link(
+            co.join("usr/lib/systemd/system/ssh.service.wants/treectl-ssh-host-keys.service")
+        )
+        .unwrap(),
+        std::path::Path::new("../treectl-ssh-host-keys.service")
+    );
     assert!(co.join("usr/lib/tmpfiles.d/treectl-var.conf").exists());
     assert_eq!(
         std::fs::read_link(co.join("var/lib/dpkg")).unwrap(),

@@ -172,6 +172,8 @@ const KNOWN_DIFFERENCES: &[(&str, &str, &str)] = &[
     ("/boot/initrd.img-*", "both", "built with SOURCE_DATE_EPOCH and fixed mtimes"),
     ("/etc/shells", "both", "the same shells in another order (postinst order)"),
     ("/sysroot", "treectl", "where prepare-root mounts the physical root"),
+    ("/usr/lib/systemd/system/treectl-ssh-host-keys.service", "treectl", "each machine makes its own SSH host keys at first boot"),
+    ("/usr/lib/systemd/system/ssh.service.wants*", "treectl", "enables treectl-ssh-host-keys.service"),
     ("/usr/lib/modules/*/vmlinuz", "treectl", "the kernel where deployments take it from: /boot/vmlinuz-* linked"),
 ];
 

@@ -25,7 +25,10 @@
 //!   systemd makes one at first boot; the one a postinst generated is
 //!   random;
 //! - an empty `/sysroot` exists: prepare-root mounts the physical root
-//!   there in a booted deployment (docs/booting.md).
+//!   there in a booted deployment (docs/booting.md);
+//! - when the tree has an SSH server but (after `remove`) no host keys,
+//!   [`SSH_KEYS_UNIT`] makes each machine its own at first boot, before
+//!   `ssh.service` starts (sshd refuses to start without them).
 
 use std::fmt::Write as _;
 use std::os::unix::fs::MetadataExt;
@@ -42,6 +45,25 @@ pub const DPKG_LINK_TARGET: &str = "../../usr/lib/sysimage/dpkg";
 pub const VAR_TMPFILES: &str = "usr/lib/tmpfiles.d/treectl-var.conf";
 /// Where files under `/var` are kept for tmpfiles.d to copy.
 pub const VAR_FACTORY: &str = "usr/share/factory/var";
+
+/// The unit that makes a machine's SSH host keys at first boot, and its
+/// text; wanted by `ssh.service`.
+pub const SSH_KEYS_UNIT: &str = "usr/lib/systemd/system/treectl-ssh-host-keys.service";
+const SSH_KEYS_UNIT_TEXT: &str = "\
+# Written by treectl compose: the composed tree carries no SSH host keys
+# (every machine needs its own), so each machine makes them at first boot.
+[Unit]
+Description=Generate this machine's SSH host keys
+Before=ssh.service
+ConditionPathExistsGlob=!/etc/ssh/ssh_host_*_key
+
+[Service]
+Type=oneshot
+ExecStart=/usr/bin/ssh-keygen -A
+
+[Install]
+WantedBy=ssh.service
+";
 
 /// Sets every timestamp below `root` (symlinks included) to `timestamp`.
 pub fn set_mtimes(root: &Path, timestamp: i64) -> Result<(), Error> {
@@ -140,6 +162,7 @@ pub fn finish(
         std::fs::set_permissions(&machine_id, std::fs::Permissions::from_mode(0o444))
             .map_err(Error::io("setting the mode of", &machine_id))?;
     }
+    add_ssh_host_keys_unit(root)?;
     // Where prepare-root mounts the physical root in a booted deployment.
     let sysroot = root.join("sysroot");
     if sysroot.symlink_metadata().is_err() {
@@ -156,6 +179,39 @@ pub fn finish(
         std::os::unix::fs::symlink(DPKG_LINK_TARGET, &link).map_err(Error::io("linking", &link))?;
     }
     Ok(())
+}
+
+/// Writes and enables [`SSH_KEYS_UNIT`] when the tree runs sshd from
+/// `ssh.service` and has no host key left.
+fn add_ssh_host_keys_unit(root: &Path) -> Result<(), Error> {
+    let has_server = exists(root, "usr/sbin/sshd")
+        && exists(root, "usr/bin/ssh-keygen")
+        && (exists(root, "usr/lib/systemd/system/ssh.service")
+            || exists(root, "lib/systemd/system/ssh.service"));
+    if !has_server {
+        return Ok(());
+    }
+    let ssh = root.join("etc/ssh");
+    if let Ok(dir) = std::fs::read_dir(&ssh) {
+        for e in dir.flatten() {
+            let name = e.file_name();
+            let name = name.to_string_lossy();
+            if name.starts_with("ssh_host_") && name.ends_with("_key") {
+                return Ok(());
+            }
+        }
+    }
+    let unit = root.join(SSH_KEYS_UNIT);
+    if let Some(dir) = unit.parent() {
+        std::fs::create_dir_all(dir).map_err(Error::io("creating", dir))?;
+    }
+    std::fs::write(&unit, SSH_KEYS_UNIT_TEXT).map_err(Error::io("writing", &unit))?;
+    let wants = root.join("usr/lib/systemd/system/ssh.service.wants");
+    std::fs::create_dir_all(&wants).map_err(Error::io("creating", &wants))?;
+    let link = wants.join("treectl-ssh-host-keys.service");
+    remove_any(&link)?;
+    std::os::unix::fs::symlink("../treectl-ssh-host-keys.service", &link)
+        .map_err(Error::io("linking", &link))
 }
 
 /// Links Debian's `/boot/vmlinuz-<kver>` as `usr/lib/modules/<kver>/vmlinuz`,

@@ -72,7 +72,7 @@ impl ConfigureError {
 
 /// Bumped whenever the step's output for the same input changes (it is part
 /// of the configure cache key).
-pub const CONFIGURE_VERSION: u32 = 1;
+pub const CONFIGURE_VERSION: u32 = 2;
 /// Metadata key of a configured commit: the [`ConfigureReport`] as JSON
 /// (the dpkg version, the scripts that ran, the kernels indexed).
 pub const META_CONFIGURE: &str = "compose.configure";
