@@ -69,3 +69,28 @@ fn a_failed_finalize_keeps_the_default_and_is_reported_until_the_next_stage() {
     assert!(st["finalize_failure"].is_null(), "{st}");
     cmd(&["finalize-staged", "--check", "--sysroot", &w.sr()]).ok();
 }
+
+#[test]
+fn staged_json_carries_its_format_version() {
+    let w = World::new();
+    w.release("1", 1_700_000_000);
+    w.install();
+    let v2 = w.release("2", 1_700_100_000);
+    cmd(&["upgrade", "--stage", "--sysroot", &w.sr()]).ok();
+    let path = w.sysroot().join("treectl/staged.json");
+    let mut json: serde_json::Value = serde_json::from_slice(&fs::read(&path).unwrap()).unwrap();
+    assert_eq!(json["version"], 1);
+
+    // Written before the field existed: format 1.
+    json.as_object_mut().unwrap().remove("version");
+    fs::write(&path, serde_json::to_vec(&json).unwrap()).unwrap();
+    assert_eq!(w.status()["deployments"][0]["commit"], v2.as_str());
+
+    // From a newer treectl: refused, not misread.
+    json["version"] = 2.into();
+    fs::write(&path, serde_json::to_vec(&json).unwrap()).unwrap();
+    let err = cmd(&["status", "--sysroot", &w.sr()]).fails();
+    assert!(err.contains("format version 2"), "{err}");
+    let err = cmd(&["finalize-staged", "--sysroot", &w.sr()]).fails();
+    assert!(err.contains("format version 2"), "{err}");
+}

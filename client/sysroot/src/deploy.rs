@@ -404,6 +404,7 @@ pub fn deploy_commit(
         Switch::Stage => {
             let old = read_staged(sysroot)?;
             let staged = StagedFile {
+                version: crate::finalize::STAGED_VERSION,
                 deployment: d.clone(),
                 clear_floor,
             };

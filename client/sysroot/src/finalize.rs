@@ -16,20 +16,42 @@ use crate::{fsync_dir, io_err, remove_tree, Result, Sysroot, SysrootError};
 /// the rollback floor.
 #[derive(Serialize, serde::Deserialize)]
 pub(crate) struct StagedFile {
+    /// [`STAGED_VERSION`]; a file without one is version 1.
+    #[serde(default = "staged_v1")]
+    pub(crate) version: u32,
     pub(crate) deployment: Deployment,
     #[serde(default)]
     pub(crate) clear_floor: bool,
 }
 
+/// The format of `staged.json`: `version`, `deployment` (as in the
+/// deployment list), `clear_floor`.
+pub(crate) const STAGED_VERSION: u32 = 1;
+
+fn staged_v1() -> u32 {
+    1
+}
+
 pub(crate) fn read_staged_file(sysroot: &Sysroot) -> Result<Option<StagedFile>> {
     let path = sysroot.staged_path();
     match fs::read(&path) {
-        Ok(b) => serde_json::from_slice(&b)
-            .map(Some)
-            .map_err(|e| SysrootError::BadState {
-                path,
-                reason: e.to_string(),
-            }),
+        Ok(b) => {
+            let staged: StagedFile =
+                serde_json::from_slice(&b).map_err(|e| SysrootError::BadState {
+                    path: path.clone(),
+                    reason: e.to_string(),
+                })?;
+            if staged.version != STAGED_VERSION {
+                return Err(SysrootError::BadState {
+                    path,
+                    reason: format!(
+                        "format version {} (this treectl reads {STAGED_VERSION}): written by another treectl",
+                        staged.version
+                    ),
+                });
+            }
+            Ok(Some(staged))
+        }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(io_err("reading", &path)(e)),
     }
