@@ -51,27 +51,13 @@ fn a_full_boot_fails_the_stage_and_changes_nothing() {
     w.install();
 
     // Release 2 brings a new 3 MiB kernel.
-    let tree = w.dir.path().join("tree-2");
-    write_os_tree(&tree, "2");
-    let kernel: Vec<u8> = (0..3u32 << 20)
-        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
-        .collect();
-    fs::write(tree.join("usr/lib/modules/6.1.0/vmlinuz"), kernel).unwrap();
-    let v2 = cmd(&[
-        "--repo",
-        w.origin().to_str().unwrap(),
-        "commit",
-        "--ref",
-        "os/stable",
-        "--tree",
-        tree.to_str().unwrap(),
-        "--timestamp",
-        "2023-11-16T00:00:00Z",
-        "--metadata",
-        "version=2",
-    ])
-    .ok();
-    let v2 = v2.trim();
+    let v2 = w.release_edited("2", "2", 1_700_100_000, |tree| {
+        let kernel: Vec<u8> = (0..3u32 << 20)
+            .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+            .collect();
+        fs::write(tree.join("usr/lib/modules/6.1.0/vmlinuz"), kernel).unwrap();
+    });
+    let v2 = v2.as_str();
 
     // /boot becomes a 2 MiB filesystem holding what it held.
     let boot = w.sysroot().join("boot");

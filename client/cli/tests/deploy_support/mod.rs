@@ -60,8 +60,21 @@ impl World {
     /// Like `release`, with the tree of release `tree` and the metadata
     /// version `version` (a revert: an old tree as a new release).
     pub fn release_tree(&self, version: &str, tree: &str, timestamp: i64) -> String {
+        self.release_edited(version, tree, timestamp, |_| {})
+    }
+
+    /// Like `release_tree`, with `edit` applied to the tree before the
+    /// commit.
+    pub fn release_edited(
+        &self,
+        version: &str,
+        tree: &str,
+        timestamp: i64,
+        edit: impl FnOnce(&Path),
+    ) -> String {
         let t = self.dir.path().join(format!("tree-{version}-{timestamp}"));
         write_os_tree(&t, tree);
+        edit(&t);
         let ts = humantime_rfc3339(timestamp);
         let out = cmd(&[
             "--repo",
