@@ -39,6 +39,9 @@ pub const HISTORY_FILE: &str = "state/history.jsonl";
 pub const PENDING_FILE: &str = "state/publish-pending.json";
 /// The lock that serialises publishes and reverts across processes.
 pub const PUBLISH_LOCK_FILE: &str = "state/publish.lock";
+/// Metadata keys a revert commit sets about itself; every other key is
+/// copied from the commit it reverts to.
+pub const REVERT_KEYS: &[&str] = &["reverts-to", "supersedes", "revert-reason", "revert-by"];
 
 /// What can go wrong publishing.
 #[derive(Debug, thiserror::Error)]
@@ -285,9 +288,12 @@ impl Publisher<'_> {
             });
         }
         let target_commit = self.repo.read_commit(&target)?;
-        let mut metadata = std::collections::BTreeMap::new();
-        if let Some(v) = target_commit.version() {
-            metadata.insert("version".to_owned(), v.to_owned());
+        // The revert ships the target's tree, so it carries everything the
+        // target recorded about that tree (components, lockfile digest,
+        // version); only the revert keys below are its own.
+        let mut metadata = target_commit.metadata.clone();
+        for key in REVERT_KEYS {
+            metadata.remove(*key);
         }
         metadata.insert("reverts-to".to_owned(), target.to_hex());
         metadata.insert("supersedes".to_owned(), current.to_hex());
@@ -429,7 +435,18 @@ mod tests {
         let opts = CommitOptions {
             subject: version.into(),
             timestamp: 1_700_000_000,
-            metadata: [("version".to_owned(), version.to_owned())].into(),
+            metadata: [
+                ("version".to_owned(), version.to_owned()),
+                (
+                    "compose.components".to_owned(),
+                    format!(r#"[{{"name":"os","version":"{version}"}}]"#),
+                ),
+                (
+                    "compose.lockfile-sha256".to_owned(),
+                    format!("{version:0>64}"),
+                ),
+            ]
+            .into(),
             ..Default::default()
         };
         commit_dir(repo, dir, &RefName::new("build").expect("valid"), &opts)
@@ -472,6 +489,19 @@ mod tests {
         );
         assert_eq!(reverted.parent, Some(v2));
         assert_eq!(reverted.metadata["supersedes"], v2.to_hex());
+        // Regression: a revert dropped every metadata key but `version`, so
+        // the reverted release showed no components.
+        let v1_commit = repo.read_commit(&v1).expect("v1");
+        for (key, value) in &v1_commit.metadata {
+            assert_eq!(reverted.metadata.get(key), Some(value), "{key} kept");
+        }
+        assert_eq!(reverted.metadata["reverts-to"], v1.to_hex());
+        assert_eq!(reverted.metadata["revert-reason"], "v2 breaks boot");
+        assert_eq!(reverted.metadata["revert-by"], "bob");
+        assert_eq!(
+            reverted.metadata.len(),
+            v1_commit.metadata.len() + REVERT_KEYS.len()
+        );
         let history = read_history(&repo).expect("history");
         let kinds: Vec<_> = history.iter().map(|h| (h.serial, h.kind)).collect();
         assert_eq!(
