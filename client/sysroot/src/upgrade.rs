@@ -7,14 +7,14 @@ use std::cmp::Ordering;
 use std::collections::BTreeMap;
 
 use serde::Serialize;
-use treectl_store::object::Commit;
+use treectl_store::object::{Commit, ObjectKind};
 use treectl_store::refs::RefName;
 use treectl_store::ObjectId;
 use treectl_transport::progress::Progress;
 use treectl_transport::pull::{pull, PullOptions, PullOutcome};
 
 use crate::deploy::{components_of, deploy_commit, Switch};
-use crate::source::{fetch, find_head, Head, Source};
+use crate::source::{ancestors_of, fetch, find_head, Head, Source};
 use crate::state::{read_fallback, read_state, Deployment, Fallback, State};
 use crate::{Result, Sysroot, SysrootError};
 
@@ -33,24 +33,48 @@ pub enum Decision {
     Update,
 }
 
-/// Decides what `upgrade` does with `head` given the live state.
-pub fn decide(state: &State, head: &Head) -> Decision {
+/// Decides what `upgrade` does with `head` given the live state;
+/// `default_ancestors` are the default deployment's ancestors (nearest
+/// first, as far as the sysroot's repository holds them).
+pub fn decide(state: &State, head: &Head, default_ancestors: &[ObjectId]) -> Decision {
     let Some(default) = state.deployments.first() else {
         return Decision::Update;
     };
     if default.commit == head.commit.to_hex() {
         return Decision::UpToDate;
     }
-    let order = head.order();
-    if order.compare(&default.order) != Ordering::Greater {
+    if compare_to_default(head, default, default_ancestors) != Ordering::Greater {
         return Decision::Downgrade;
     }
     if let Some(floor) = &state.rollback_floor {
-        if order.compare(floor) != Ordering::Greater {
+        if head.order().compare(floor) != Ordering::Greater {
             return Decision::RolledBackFrom;
         }
     }
     Decision::Update
+}
+
+/// Release order of `head` against the default deployment: the release
+/// serial when both have one; else ancestry (a head that descends from the
+/// default is newer, a head the default descends from is older, whatever
+/// the clocks say); else the commit timestamp (docs/deployments.md).
+pub fn compare_to_default(
+    head: &Head,
+    default: &Deployment,
+    default_ancestors: &[ObjectId],
+) -> Ordering {
+    if let (Some(a), Some(b)) = (head.serial, default.order.serial) {
+        return a.cmp(&b);
+    }
+    if let Some(default_commit) = ObjectId::from_hex(&default.commit) {
+        if head.descends_from(&default_commit) {
+            return Ordering::Greater;
+        }
+    }
+    if default_ancestors.contains(&head.commit) {
+        return Ordering::Less;
+    }
+    head.meta.timestamp.cmp(&default.order.timestamp)
 }
 
 /// A component whose version differs between two deployments.
@@ -187,7 +211,15 @@ pub fn upgrade(
         }
         Source::LocalRepo { .. } => (find_head(sysroot, &source)?, None),
     };
-    let decision = decide(&state, &head);
+    let default_ancestors = {
+        let repo = sysroot.open_repo()?;
+        let id = crate::deploy::commit_id(sysroot, default)?;
+        match repo.has_object(&id, ObjectKind::Commit) {
+            true => ancestors_of(&repo, &repo.read_commit(&id)?)?,
+            false => Vec::new(),
+        }
+    };
+    let decision = decide(&state, &head, &default_ancestors);
     let mut outcome = UpgradeOutcome {
         origin: origin.to_string(),
         decision: decision.clone(),
@@ -256,9 +288,5 @@ pub fn pull_remote(
 /// pull's outcome, not from what is on disk.
 fn head_of_pull(sysroot: &Sysroot, pulled: &PullOutcome) -> Result<Head> {
     let repo = sysroot.open_repo()?;
-    Ok(Head {
-        commit: pulled.commit,
-        meta: repo.read_commit(&pulled.commit)?,
-        serial: Some(pulled.serial),
-    })
+    Head::read(&repo, pulled.commit, Some(pulled.serial))
 }
