@@ -360,6 +360,7 @@ impl Publisher<'_> {
             reverts_to,
             reason: reason.map(str::to_owned),
             who: who.to_owned(),
+            version: commit.version().map(str::to_owned),
         };
         if let Some(key) = self.key {
             sign::add_commit_signature(repo, commit_id, ref_name, key)?;

@@ -131,6 +131,10 @@ pub struct HistoryEntry {
     pub reason: Option<String>,
     /// The token name (server) or user (local) that did it.
     pub who: String,
+    /// The commit's `version` metadata, when it has one (older servers
+    /// did not record it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
 }
 
 /// `GET /v1/history?ref=REF`: the ref's events, oldest first.

@@ -370,6 +370,7 @@ pub fn compose(repo: &Repo, lockfile: &Path, ref_name: &str, json: bool) -> Resu
         for w in &report.warnings {
             eprintln!("warning: {w}");
         }
+        eprintln!("version {}", report.version);
         println!("{}", report.commit);
     }
     Ok(ExitCode::SUCCESS)

@@ -170,11 +170,12 @@ pub fn history(url: &str, name: &str, args: &TargetArgs) -> Result<ExitCode> {
         };
         write!(
             out,
-            "{:>5}  {}  {:<7}  {}  {}",
+            "{:>5}  {}  {:<7}  {}  {:<12}  {}",
             e.serial,
             format_time(e.time),
             kind,
             e.commit.short(),
+            e.version.as_deref().unwrap_or("-"),
             e.who
         )?;
         if let Some(to) = e.reverts_to {
