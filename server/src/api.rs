@@ -13,13 +13,13 @@ use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use tokio::io::AsyncWriteExt;
 use tokio_util::io::ReaderStream;
-use treectl_release::publish::{self, EventKind, PublishOutcome};
+use treectl_release::publish::{self, EventKind, HistoryEntry, PublishOutcome};
 use treectl_store::refs::RefName;
 use treectl_store::store::Transaction;
 use treectl_store::Repo;
 use treectl_wire::{
-    FetchRequest, HealthResponse, HistoryResponse, MissingRequest, MissingResponse, PackReader,
-    PublishRequest, PublishResponse, RevertRequest, UploadResponse,
+    FetchRequest, HealthResponse, HistoryResponse, HoldRequest, MissingRequest, MissingResponse,
+    PackReader, PublishRequest, PublishResponse, ReleaseRequest, RevertRequest, UploadResponse,
 };
 
 use crate::auth::Scope;
@@ -295,7 +295,7 @@ pub async fn publish_ref(
     let who = caller.name.clone();
     let outcome = blocking(move || {
         st.publisher()
-            .publish(&name, &req.commit, &who)
+            .publish(&name, &req.commit, &who, req.force)
             .map_err(|e| publish_error("publishing", e))
     })
     .await?;
@@ -328,6 +328,48 @@ pub async fn revert_ref(
     debug_assert_eq!(outcome.entry.kind, EventKind::Revert);
     Metrics::add(&state.metrics.reverts, 1);
     Ok(Json(released(&state, &caller.name, &outcome, "reverted")))
+}
+
+pub async fn hold_ref(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Json<HistoryEntry>, ApiError> {
+    let caller = state.auth(&headers, Scope::Publish)?;
+    let req: HoldRequest = read_json(body, &headers, state.limits.max_json_bytes).await?;
+    let name = ref_name(&req.ref_name)?;
+    let _guard = state.write_lock.lock().await;
+    let st = state.clone();
+    let who = caller.name.clone();
+    let entry = blocking(move || {
+        st.publisher()
+            .hold(&name, &req.reason, &who)
+            .map_err(|e| publish_error("holding", e))
+    })
+    .await?;
+    tracing::info!(who = caller.name, r#ref = %entry.ref_name, reason = entry.reason.as_deref().unwrap_or(""), "held");
+    Ok(Json(entry))
+}
+
+pub async fn release_ref(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Json<HistoryEntry>, ApiError> {
+    let caller = state.auth(&headers, Scope::Publish)?;
+    let req: ReleaseRequest = read_json(body, &headers, state.limits.max_json_bytes).await?;
+    let name = ref_name(&req.ref_name)?;
+    let _guard = state.write_lock.lock().await;
+    let st = state.clone();
+    let who = caller.name.clone();
+    let entry = blocking(move || {
+        st.publisher()
+            .release(&name, &who)
+            .map_err(|e| publish_error("releasing", e))
+    })
+    .await?;
+    tracing::info!(who = caller.name, r#ref = %entry.ref_name, "released");
+    Ok(Json(entry))
 }
 
 /// Records a publish or revert in the metrics and the log; the response.

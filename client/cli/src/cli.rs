@@ -173,6 +173,9 @@ pub enum Command {
         /// Server URL (http://, https://) or local repository path
         url: String,
         r#ref: String,
+        /// Publish even a commit the ref was reverted away from (lifts its rejection)
+        #[arg(long)]
+        force: bool,
         #[command(flatten)]
         target: TargetArgs,
     },
@@ -182,6 +185,26 @@ pub enum Command {
         r#ref: String,
         /// A commit id, or (with --repo) any revision of the local repository
         rev: String,
+        /// Publish even a commit the ref was reverted away from (lifts its rejection)
+        #[arg(long)]
+        force: bool,
+        #[command(flatten)]
+        target: TargetArgs,
+    },
+    /// Pause every publish of REF (pushes and publishes are refused with the reason) until `release`
+    Hold {
+        url: String,
+        r#ref: String,
+        /// Why (shown to everyone whose publish is refused, and in the history)
+        #[arg(long, value_name = "TEXT")]
+        reason: String,
+        #[command(flatten)]
+        target: TargetArgs,
+    },
+    /// Lift the hold on REF
+    Release {
+        url: String,
+        r#ref: String,
         #[command(flatten)]
         target: TargetArgs,
     },
@@ -203,7 +226,7 @@ pub enum Command {
     Remote(RemoteCommand),
     /// Fetch a published ref (REMOTE:REF) with full verification into refs/remotes/REMOTE/REF
     Pull(PullArgs),
-    /// List every publish and revert of REF, oldest first
+    /// List every publish, revert, hold and release of REF, oldest first
     History {
         url: String,
         r#ref: String,

@@ -299,6 +299,9 @@ pub fn deploy_commit(
     clear_floor: bool,
     kargs: Option<Vec<String>>,
 ) -> Result<Deployment> {
+    if let Some(o) = &origin {
+        crate::source::check_not_rejected(sysroot, o, commit)?;
+    }
     let mut state = read_state(sysroot)?;
     collect_garbage(sysroot, &state)?;
     if switch == Switch::Stage {

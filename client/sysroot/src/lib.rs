@@ -93,6 +93,17 @@ pub enum SysrootError {
     },
     #[error("the sysroot has no remote {name}: pass --url URL (and --trusted-key FILE) to add it")]
     NoRemote { name: String },
+    /// The origin's signed index rejects the commit (a revert moved the
+    /// ref away from it): it is never deployed while rejected.
+    #[error("refusing to deploy {commit}: {origin} was reverted away from it (serial {serial}): {reason}")]
+    Rejected {
+        commit: String,
+        origin: String,
+        reason: String,
+        serial: u64,
+    },
+    #[error(transparent)]
+    Index(#[from] treectl_release::summary::IndexError),
     /// The pull from a remote origin failed (offline, refused, corrupt...).
     #[error(transparent)]
     Pull(Box<treectl_transport::TransportError>),

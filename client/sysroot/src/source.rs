@@ -137,6 +137,39 @@ pub fn find_head(sysroot: &Sysroot, source: &Source) -> Result<Head> {
     }
 }
 
+/// Refuses `commit` when `origin`'s ref rejects it: a remote's as in the
+/// index `pull` last accepted (its trust state), a local repository's as
+/// in its published index.
+pub fn check_not_rejected(sysroot: &Sysroot, origin: &Origin, commit: &ObjectId) -> Result<()> {
+    let rejection = match Source::from_origin(origin) {
+        Some(Source::Remote { name, refname }) => {
+            let repo = sysroot.open_repo()?;
+            let trust = treectl_release::remote::TrustState::load(&repo, &name)?;
+            trust
+                .refs
+                .get(&refname)
+                .and_then(|r| r.rejected.iter().find(|x| x.commit == *commit).cloned())
+        }
+        Some(Source::LocalRepo { path, refname }) => {
+            let repo = Repo::open(&path)?;
+            treectl_release::publish::current_index(&repo)?
+                .refs
+                .get(&refname)
+                .and_then(|r| r.rejection(commit).cloned())
+        }
+        None => None,
+    };
+    match rejection {
+        Some(r) => Err(SysrootError::Rejected {
+            commit: commit.to_hex(),
+            origin: origin.to_string(),
+            reason: r.reason,
+            serial: r.serial,
+        }),
+        None => Ok(()),
+    }
+}
+
 /// Fetches `head` from `source` into the sysroot's repository.
 pub fn fetch(sysroot: &Sysroot, source: &Source, head: &Head) -> Result<()> {
     sysroot.check_free_space()?;

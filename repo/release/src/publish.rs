@@ -23,7 +23,7 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 use crate::sign::{self, SecretKey, SignError};
-use crate::summary::{self, IndexError, RefEntry, RefIndex, SignedIndex};
+use crate::summary::{self, IndexError, RefEntry, RefIndex, Rejection, SignedIndex};
 use treectl_store::error::Error;
 use treectl_store::hash::ObjectId;
 use treectl_store::object::{Commit, ObjectKind};
@@ -65,6 +65,30 @@ pub enum PublishError {
         line: usize,
         reason: String,
     },
+    #[error("{commit} was reverted away from on {name} (serial {serial}): {reason}; publish it anyway with --force")]
+    Rejected {
+        name: String,
+        commit: ObjectId,
+        reason: String,
+        serial: u64,
+    },
+    #[error("{name} is on hold since serial {serial} ({who}): {reason}; `treectl release URL {name}` lifts it")]
+    Held {
+        name: String,
+        reason: String,
+        who: String,
+        serial: u64,
+    },
+    #[error("{name} is already on hold ({who}): {reason}")]
+    AlreadyHeld {
+        name: String,
+        reason: String,
+        who: String,
+    },
+    #[error("{name} is not on hold")]
+    NotHeld { name: String },
+    #[error("a hold needs a reason (--reason TEXT)")]
+    NoReason,
     #[error(transparent)]
     Index(#[from] IndexError),
     #[error(transparent)]
@@ -230,17 +254,132 @@ fn recover_locked(repo: &Repo) -> Result<(), PublishError> {
     Ok(())
 }
 
+/// The hold in force on `ref_name`: its last hold or release event, when
+/// that is a hold.
+pub fn active_hold<'h>(history: &'h [HistoryEntry], ref_name: &str) -> Option<&'h HistoryEntry> {
+    history
+        .iter()
+        .rev()
+        .filter(|h| h.ref_name == ref_name)
+        .find(|h| matches!(h.kind, EventKind::Hold | EventKind::Release))
+        .filter(|h| h.kind == EventKind::Hold)
+}
+
+fn check_not_held(history: &[HistoryEntry], ref_name: &RefName) -> Result<(), PublishError> {
+    match active_hold(history, ref_name.as_str()) {
+        Some(h) => Err(PublishError::Held {
+            name: ref_name.to_string(),
+            reason: h.reason.clone().unwrap_or_default(),
+            who: h.who.clone(),
+            serial: h.serial,
+        }),
+        None => Ok(()),
+    }
+}
+
 impl Publisher<'_> {
-    /// Publishes `commit` as `ref_name`.
+    /// Publishes `commit` as `ref_name`. Refused while the ref is on hold,
+    /// and for a commit the ref rejected (reverted away from) unless
+    /// `force`, which lifts the rejection.
     pub fn publish(
         &self,
         ref_name: &RefName,
         commit: &ObjectId,
         who: &str,
+        force: bool,
     ) -> Result<PublishOutcome, PublishError> {
         let _lock = PublishLock::acquire(self.repo)?;
         recover_locked(self.repo)?;
+        check_not_held(&read_history(self.repo)?, ref_name)?;
+        if !force {
+            let index = current_index(self.repo)?;
+            if let Some(r) = index
+                .refs
+                .get(ref_name.as_str())
+                .and_then(|e| e.rejection(commit))
+            {
+                return Err(PublishError::Rejected {
+                    name: ref_name.to_string(),
+                    commit: *commit,
+                    reason: r.reason.clone(),
+                    serial: r.serial,
+                });
+            }
+        }
         self.publish_locked(ref_name, commit, who, EventKind::Publish, None, None)
+    }
+
+    /// Pauses every publish of `ref_name` (reverts still go through) until
+    /// [`Publisher::release`]. The ref must have been published; the hold
+    /// is an event in the history (its `commit` is the head then), so it
+    /// changes neither the index nor the ref.
+    pub fn hold(
+        &self,
+        ref_name: &RefName,
+        reason: &str,
+        who: &str,
+    ) -> Result<HistoryEntry, PublishError> {
+        if reason.trim().is_empty() {
+            return Err(PublishError::NoReason);
+        }
+        let _lock = PublishLock::acquire(self.repo)?;
+        recover_locked(self.repo)?;
+        let history = read_history(self.repo)?;
+        if let Some(h) = active_hold(&history, ref_name.as_str()) {
+            return Err(PublishError::AlreadyHeld {
+                name: ref_name.to_string(),
+                reason: h.reason.clone().unwrap_or_default(),
+                who: h.who.clone(),
+            });
+        }
+        self.record_event(history, ref_name, EventKind::Hold, Some(reason), who)
+    }
+
+    /// Lifts the hold on `ref_name`.
+    pub fn release(&self, ref_name: &RefName, who: &str) -> Result<HistoryEntry, PublishError> {
+        let _lock = PublishLock::acquire(self.repo)?;
+        recover_locked(self.repo)?;
+        let history = read_history(self.repo)?;
+        if active_hold(&history, ref_name.as_str()).is_none() {
+            return Err(PublishError::NotHeld {
+                name: ref_name.to_string(),
+            });
+        }
+        self.record_event(history, ref_name, EventKind::Release, None, who)
+    }
+
+    /// Appends an event that changes neither the index nor the ref.
+    fn record_event(
+        &self,
+        mut history: Vec<HistoryEntry>,
+        ref_name: &RefName,
+        kind: EventKind,
+        reason: Option<&str>,
+        who: &str,
+    ) -> Result<HistoryEntry, PublishError> {
+        let index = current_index(self.repo)?;
+        let head = index
+            .refs
+            .get(ref_name.as_str())
+            .ok_or_else(|| PublishError::NotPublished {
+                name: ref_name.to_string(),
+            })?;
+        let last_serial = history.last().map_or(0, |h| h.serial);
+        let entry = HistoryEntry {
+            serial: index.serial.max(last_serial) + 1,
+            time: now(),
+            ref_name: ref_name.to_string(),
+            commit: head.commit,
+            kind,
+            previous: None,
+            reverts_to: None,
+            reason: reason.map(str::to_owned),
+            who: who.to_owned(),
+            version: head.version.clone(),
+        };
+        history.push(entry.clone());
+        write_history(self.repo, &history)?;
+        Ok(entry)
     }
 
     /// Reverts `ref_name`: a new commit whose tree is `to`'s (default: the
@@ -349,7 +488,20 @@ impl Publisher<'_> {
         let last_serial = history.last().map_or(0, |h| h.serial);
         let serial = index.serial.max(last_serial) + 1;
         let time = now();
-        let previous = index.refs.get(ref_name.as_str()).map(|r| r.commit);
+        let old_entry = index.refs.get(ref_name.as_str());
+        let previous = old_entry.map(|r| r.commit);
+        // Rejections carry over; a revert rejects the head it replaces and
+        // a (forced) publish of a rejected commit lifts its rejection.
+        let mut rejected = old_entry.map(|r| r.rejected.clone()).unwrap_or_default();
+        rejected.retain(|r| r.commit != *commit_id);
+        if let (EventKind::Revert, Some(prev)) = (kind, previous) {
+            rejected.retain(|r| r.commit != prev);
+            rejected.push(Rejection {
+                commit: prev,
+                reason: reason.unwrap_or_default().to_owned(),
+                serial,
+            });
+        }
         let entry = HistoryEntry {
             serial,
             time,
@@ -382,6 +534,7 @@ impl Publisher<'_> {
                 timestamp: commit.timestamp,
                 version: commit.version().map(str::to_owned),
                 published: time,
+                rejected,
             },
         );
         summary::write_index(repo, &SignedIndex::sign(&index, self.key))?;
@@ -469,11 +622,15 @@ mod tests {
         let v1 = commit_tree(&repo, &tmp.path().join("v1"), "v1", "1");
         let v2 = commit_tree(&repo, &tmp.path().join("v2"), "v2", "2");
         assert_eq!(
-            p.publish(&stable, &v1, "alice").expect("v1").index_serial,
+            p.publish(&stable, &v1, "alice", false)
+                .expect("v1")
+                .index_serial,
             1
         );
         assert_eq!(
-            p.publish(&stable, &v2, "alice").expect("v2").index_serial,
+            p.publish(&stable, &v2, "alice", false)
+                .expect("v2")
+                .index_serial,
             2
         );
         let out = p
@@ -532,6 +689,97 @@ mod tests {
     }
 
     #[test]
+    fn a_revert_rejects_the_head_and_a_hold_pauses_publishing() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let repo = Repo::init(&tmp.path().join("repo"), RepoMode::Archive).expect("init");
+        let p = Publisher {
+            repo: &repo,
+            key: None,
+            validity_secs: 100,
+        };
+        let stable = RefName::new("os/stable").expect("valid");
+        let v1 = commit_tree(&repo, &tmp.path().join("v1"), "v1", "1");
+        let v2 = commit_tree(&repo, &tmp.path().join("v2"), "v2", "2");
+        p.publish(&stable, &v1, "ci", false).expect("v1");
+        p.publish(&stable, &v2, "ci", false).expect("v2");
+        let revert = p
+            .revert(&stable, None, "v2 eats disks", "rel")
+            .expect("revert");
+        let index = current_index(&repo).expect("index");
+        let entry = &index.refs["os/stable"];
+        assert_eq!(
+            entry.rejected,
+            [Rejection {
+                commit: v2,
+                reason: "v2 eats disks".into(),
+                serial: revert.index_serial
+            }]
+        );
+        // Readers of format 1 can ignore `rejected`: the format stays 1.
+        assert_eq!(index.format, 1);
+
+        // Publishing v2 again is refused with the reason; nothing changes.
+        let err = p.publish(&stable, &v2, "ci", false).expect_err("rejected");
+        assert!(err.to_string().contains("v2 eats disks"), "{err}");
+        assert_eq!(current_index(&repo).expect("index"), index);
+        assert_eq!(read_history(&repo).expect("history").len(), 3);
+        // Another ref may publish it.
+        let testing = RefName::new("os/testing").expect("valid");
+        p.publish(&testing, &v2, "ci", false).expect("other ref");
+
+        // A hold refuses publishes, not reverts; release lifts it.
+        assert!(matches!(
+            p.hold(&stable, " ", "rel"),
+            Err(PublishError::NoReason)
+        ));
+        let hold = p
+            .hold(&stable, "freeze for the launch", "rel")
+            .expect("hold");
+        assert_eq!(hold.kind, EventKind::Hold);
+        assert!(matches!(
+            p.hold(&stable, "again", "rel"),
+            Err(PublishError::AlreadyHeld { .. })
+        ));
+        let before = current_index(&repo).expect("index");
+        let err = p.publish(&stable, &v1, "ci", false).expect_err("held");
+        assert!(err.to_string().contains("freeze for the launch"), "{err}");
+        let err = p
+            .publish(&stable, &v2, "ci", true)
+            .expect_err("held, forced");
+        assert!(matches!(err, PublishError::Held { .. }), "{err}");
+        assert_eq!(current_index(&repo).expect("index"), before);
+        p.release(&stable, "rel").expect("release");
+        assert!(matches!(
+            p.release(&stable, "rel"),
+            Err(PublishError::NotHeld { .. })
+        ));
+
+        // --force publishes a rejected commit and lifts its rejection.
+        let forced = p.publish(&stable, &v2, "ci", true).expect("forced");
+        let index = current_index(&repo).expect("index");
+        assert_eq!(index.refs["os/stable"].commit, v2);
+        assert!(index.refs["os/stable"].rejected.is_empty());
+        let kinds: Vec<_> = read_history(&repo)
+            .expect("history")
+            .iter()
+            .filter(|h| h.ref_name == "os/stable")
+            .map(|h| h.kind)
+            .collect();
+        assert_eq!(
+            kinds,
+            [
+                EventKind::Publish,
+                EventKind::Publish,
+                EventKind::Revert,
+                EventKind::Hold,
+                EventKind::Release,
+                EventKind::Publish
+            ]
+        );
+        assert!(forced.index_serial > hold.serial);
+    }
+
+    #[test]
     fn incomplete_commit_is_refused() {
         let tmp = tempfile::tempdir().expect("tempdir");
         let repo = Repo::init(&tmp.path().join("repo"), RepoMode::Archive).expect("init");
@@ -545,7 +793,7 @@ mod tests {
         };
         let stable = RefName::new("os/stable").expect("valid");
         assert!(matches!(
-            p.publish(&stable, &v1, "alice"),
+            p.publish(&stable, &v1, "alice", false),
             Err(PublishError::Incomplete { .. })
         ));
         assert!(summary::read_index(&repo).expect("read").is_none());

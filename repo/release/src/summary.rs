@@ -58,6 +58,29 @@ pub struct RefEntry {
     pub version: Option<String>,
     /// When the ref was published (seconds since the epoch).
     pub published: i64,
+    /// Commits this ref was reverted away from, oldest first: publishing
+    /// one again is refused (unless forced, which lifts its rejection) and
+    /// clients never deploy one. Index format 1 (readers that ignore it
+    /// still follow the head, which is never rejected).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rejected: Vec<Rejection>,
+}
+
+/// A commit a ref was reverted away from.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Rejection {
+    pub commit: ObjectId,
+    /// The revert's reason.
+    pub reason: String,
+    /// The serial of the revert that rejected it.
+    pub serial: u64,
+}
+
+impl RefEntry {
+    /// The rejection of `commit` on this ref, if it is rejected.
+    pub fn rejection(&self, commit: &ObjectId) -> Option<&Rejection> {
+        self.rejected.iter().find(|r| r.commit == *commit)
+    }
 }
 
 /// The signed content of the index.
@@ -215,6 +238,7 @@ mod tests {
                 timestamp: 50,
                 version: Some("1.0".into()),
                 published: 100,
+                rejected: vec![],
             },
         );
         index

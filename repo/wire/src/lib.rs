@@ -60,6 +60,24 @@ pub struct PublishRequest {
     #[serde(rename = "ref")]
     pub ref_name: String,
     pub commit: ObjectId,
+    /// Publish a commit the ref rejected (reverted away from) anyway.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub force: bool,
+}
+
+/// `POST /v1/hold`: pause every publish of a ref until it is released.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct HoldRequest {
+    #[serde(rename = "ref")]
+    pub ref_name: String,
+    pub reason: String,
+}
+
+/// `POST /v1/release`: lift a ref's hold.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ReleaseRequest {
+    #[serde(rename = "ref")]
+    pub ref_name: String,
 }
 
 /// `POST /v1/revert`.
@@ -101,12 +119,30 @@ impl From<&HistoryEntry> for PublishResponse {
     }
 }
 
-/// Whether an event was a plain publish or a revert.
+/// What an event of the history was.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum EventKind {
+    /// The ref was published at a commit.
     Publish,
+    /// A new release restoring an earlier tree.
     Revert,
+    /// Publishes of the ref were paused (`commit`: its head then).
+    Hold,
+    /// The hold was lifted (`commit`: the ref's head then).
+    Release,
+}
+
+impl EventKind {
+    /// The kebab-case name, as in the JSON.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventKind::Publish => "publish",
+            EventKind::Revert => "revert",
+            EventKind::Hold => "hold",
+            EventKind::Release => "release",
+        }
+    }
 }
 
 /// One line of the history log: a publish or a revert.

@@ -77,15 +77,26 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         } => repo::prune(&open(repo_path)?, keep_younger_than, depth, dry_run, json),
         Command::Keygen { out } => publish::keygen(&out),
         Command::Serve { args } => publish::serve(repo_path, args),
-        Command::Push { url, r#ref, target } => {
-            publish::push(&open(repo_path)?, &url, &r#ref, &target)
-        }
+        Command::Push {
+            url,
+            r#ref,
+            force,
+            target,
+        } => publish::push(&open(repo_path)?, &url, &r#ref, force, &target),
         Command::Publish {
             url,
             r#ref,
             rev,
+            force,
             target,
-        } => publish::publish(repo_path, &url, &r#ref, &rev, &target),
+        } => publish::publish(repo_path, &url, &r#ref, &rev, force, &target),
+        Command::Hold {
+            url,
+            r#ref,
+            reason,
+            target,
+        } => publish::hold(&url, &r#ref, &reason, &target),
+        Command::Release { url, r#ref, target } => publish::release(&url, &r#ref, &target),
         Command::Revert {
             url,
             r#ref,

@@ -7,11 +7,10 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{bail, Context, Result};
-use treectl_release::publish;
 use treectl_release::sign::SecretKey;
 use treectl_store::refs::{self, RefName};
 use treectl_store::{ObjectId, Repo};
-use treectl_wire::{HistoryResponse, PublishResponse};
+use treectl_wire::{HistoryEntry, HistoryResponse, PublishResponse};
 
 use crate::cli::TargetArgs;
 use crate::output::format_time;
@@ -80,11 +79,11 @@ fn print_outcome(resp: &PublishResponse, json: bool) -> Result<()> {
     Ok(())
 }
 
-pub fn push(src: &Repo, url: &str, name: &str, args: &TargetArgs) -> Result<ExitCode> {
+pub fn push(src: &Repo, url: &str, name: &str, force: bool, args: &TargetArgs) -> Result<ExitCode> {
     let name = RefName::new(name)?;
     let plan = PushPlan::new(src, &name)?;
     let target = open(url, args)?;
-    let out = plan.send(src, target.as_ref())?;
+    let out = plan.send(src, target.as_ref(), force)?;
     let resp = &out.published;
     if args.json {
         println!(
@@ -114,6 +113,7 @@ pub fn publish(
     url: &str,
     name: &str,
     rev: &str,
+    force: bool,
     args: &TargetArgs,
 ) -> Result<ExitCode> {
     let name = RefName::new(name)?;
@@ -127,7 +127,7 @@ pub fn publish(
         })?,
     };
     let target = open(url, args)?;
-    print_outcome(&target.publish(&name, &commit)?, args.json)?;
+    print_outcome(&target.publish(&name, &commit, force)?, args.json)?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -144,6 +144,32 @@ pub fn revert(
     }
     let target = open(url, args)?;
     print_outcome(&target.revert(&name, to, reason)?, args.json)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_event(e: &HistoryEntry, json: bool) -> Result<()> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(e)?);
+    } else {
+        println!("{} {} serial {}", e.kind.as_str(), e.ref_name, e.serial);
+    }
+    Ok(())
+}
+
+pub fn hold(url: &str, name: &str, reason: &str, args: &TargetArgs) -> Result<ExitCode> {
+    let name = RefName::new(name)?;
+    if reason.trim().is_empty() {
+        bail!("a hold needs a reason: --reason TEXT");
+    }
+    let target = open(url, args)?;
+    print_event(&target.hold(&name, reason)?, args.json)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn release(url: &str, name: &str, args: &TargetArgs) -> Result<ExitCode> {
+    let name = RefName::new(name)?;
+    let target = open(url, args)?;
+    print_event(&target.release(&name)?, args.json)?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -164,10 +190,7 @@ pub fn history(url: &str, name: &str, args: &TargetArgs) -> Result<ExitCode> {
     use std::io::Write;
     let mut out = std::io::stdout().lock();
     for e in &entries {
-        let kind = match e.kind {
-            publish::EventKind::Publish => "publish",
-            publish::EventKind::Revert => "revert",
-        };
+        let kind = e.kind.as_str();
         write!(
             out,
             "{:>5}  {}  {:<7}  {}  {:<12}  {}",

@@ -28,6 +28,7 @@ pub(super) fn record(
         TrustedRef {
             serial: accepted.entry.serial,
             commit: accepted.entry.commit,
+            rejected: accepted.entry.rejected.clone(),
         },
     );
     state.save(repo, remote_name)?;

@@ -5,8 +5,9 @@ use treectl_release::publish::HistoryEntry;
 use treectl_store::refs::RefName;
 use treectl_store::{ObjectId, Repo};
 use treectl_wire::{
-    write_pack_end, write_pack_record, write_pack_start, HistoryResponse, MissingRequest,
-    MissingResponse, ObjectRef, PublishRequest, PublishResponse, RevertRequest, UploadResponse,
+    write_pack_end, write_pack_record, write_pack_start, HistoryResponse, HoldRequest,
+    MissingRequest, MissingResponse, ObjectRef, PublishRequest, PublishResponse, ReleaseRequest,
+    RevertRequest, UploadResponse,
 };
 
 use super::{PublishTarget, Uploaded};
@@ -80,14 +81,37 @@ impl PublishTarget for HttpTarget {
         &self,
         name: &RefName,
         commit: &ObjectId,
+        force: bool,
     ) -> Result<PublishResponse, TransportError> {
         self.remote.post_json(
             "/v1/publish",
             &PublishRequest {
                 ref_name: name.to_string(),
                 commit: *commit,
+                force,
             },
             &format!("publishing {name}"),
+        )
+    }
+
+    fn hold(&self, name: &RefName, reason: &str) -> Result<HistoryEntry, TransportError> {
+        self.remote.post_json(
+            "/v1/hold",
+            &HoldRequest {
+                ref_name: name.to_string(),
+                reason: reason.to_owned(),
+            },
+            &format!("holding {name}"),
+        )
+    }
+
+    fn release(&self, name: &RefName) -> Result<HistoryEntry, TransportError> {
+        self.remote.post_json(
+            "/v1/release",
+            &ReleaseRequest {
+                ref_name: name.to_string(),
+            },
+            &format!("releasing {name}"),
         )
     }
 

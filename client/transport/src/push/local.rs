@@ -62,9 +62,18 @@ impl PublishTarget for LocalTarget {
         &self,
         name: &RefName,
         commit: &ObjectId,
+        force: bool,
     ) -> Result<PublishResponse, TransportError> {
-        let out = self.publisher().publish(name, commit, &self.who)?;
+        let out = self.publisher().publish(name, commit, &self.who, force)?;
         Ok(PublishResponse::from(&out.entry))
+    }
+
+    fn hold(&self, name: &RefName, reason: &str) -> Result<HistoryEntry, TransportError> {
+        Ok(self.publisher().hold(name, reason, &self.who)?)
+    }
+
+    fn release(&self, name: &RefName) -> Result<HistoryEntry, TransportError> {
+        Ok(self.publisher().release(name, &self.who)?)
     }
 
     fn revert(

@@ -30,9 +30,14 @@ pub trait PublishTarget {
     fn missing(&self, objects: &[ObjectRef]) -> Result<Vec<ObjectRef>, TransportError>;
     /// Sends `objects` (in order: children first) from `src`.
     fn upload(&self, src: &Repo, objects: &[ObjectRef]) -> Result<Uploaded, TransportError>;
-    /// Publishes `commit` (already there) as `name`.
-    fn publish(&self, name: &RefName, commit: &ObjectId)
-        -> Result<PublishResponse, TransportError>;
+    /// Publishes `commit` (already there) as `name`; `force` publishes a
+    /// commit the ref rejected (reverted away from).
+    fn publish(
+        &self,
+        name: &RefName,
+        commit: &ObjectId,
+        force: bool,
+    ) -> Result<PublishResponse, TransportError>;
     /// Reverts `name` to `to` (default: the head published before).
     fn revert(
         &self,
@@ -42,6 +47,10 @@ pub trait PublishTarget {
     ) -> Result<PublishResponse, TransportError>;
     /// `name`'s publishes and reverts, oldest first.
     fn history(&self, name: &RefName) -> Result<Vec<HistoryEntry>, TransportError>;
+    /// Pauses every publish of `name` until [`PublishTarget::release`].
+    fn hold(&self, name: &RefName, reason: &str) -> Result<HistoryEntry, TransportError>;
+    /// Lifts the hold on `name`.
+    fn release(&self, name: &RefName) -> Result<HistoryEntry, TransportError>;
 }
 
 /// What an upload did.
@@ -131,10 +140,11 @@ impl PushPlan {
         &self,
         src: &Repo,
         target: &dyn PublishTarget,
+        force: bool,
     ) -> Result<PushOutcome, TransportError> {
         let missing = target.missing(&self.objects)?;
         let up = target.upload(src, &missing)?;
-        let published = target.publish(&self.name, &self.commit)?;
+        let published = target.publish(&self.name, &self.commit, force)?;
         Ok(PushOutcome {
             published,
             objects: self.objects.len(),

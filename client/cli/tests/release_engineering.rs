@@ -1,0 +1,249 @@
+//! Issue 14 through the real server over loopback: a revert that holds
+//! (the reverted-away commit is `rejected` in the signed index: pushing it
+//! again is refused with the reason unless `--force`, and a machine that
+//! already had it staged or downloaded never deploys it), and holds
+//! (`hold` pauses every publish of a ref until `release`; both are in the
+//! history).
+
+mod deploy_support;
+
+use std::path::{Path, PathBuf};
+
+use deploy_support::*;
+use serde_json::Value;
+use treectl_e2e::http;
+use treectl_e2e::server::{write_tokens, Server};
+
+/// A server with a signing key and a publish token, and a machine
+/// installed from it at release 1.
+struct Setup {
+    w: World,
+    server: Server,
+    url: String,
+    token: PathBuf,
+}
+
+fn setup() -> (Setup, String) {
+    let w = World::new();
+    let dir = w.dir.path().to_owned();
+    let dir = dir.as_path();
+    let served = dir.join("served");
+    cmd(&[
+        "--repo",
+        served.to_str().unwrap(),
+        "init",
+        "--mode",
+        "archive",
+    ])
+    .ok();
+    let key = dir.join("release.key");
+    cmd(&["keygen", "--out", key.to_str().unwrap()]).ok();
+    let tokens = write_tokens(dir, "anonymous");
+    let server = Server::start(
+        &served,
+        &[
+            "--sign-key",
+            key.to_str().unwrap(),
+            "--tokens",
+            tokens.to_str().unwrap(),
+        ],
+        &[],
+    );
+    let url = server.url();
+    let s = Setup {
+        token: dir.join("publish.token"),
+        w,
+        server,
+        url,
+    };
+    let v1 = s.w.release("1", 1_700_000_000);
+    s.push(&[]).ok();
+    let pubkey = dir.join("release.key.pub");
+    cmd(&[
+        "install",
+        "--sysroot",
+        &s.w.sr(),
+        "--url",
+        &s.url,
+        "--trusted-key",
+        pubkey.to_str().unwrap(),
+        "origin:os/stable",
+    ])
+    .ok();
+    (s, v1)
+}
+
+impl Setup {
+    fn push(&self, extra: &[&str]) -> treectl_e2e::Treectl {
+        let origin = self.w.origin();
+        let mut args = vec![
+            "--repo",
+            origin.to_str().unwrap(),
+            "push",
+            &self.url,
+            "os/stable",
+            "--token-file",
+            self.token.to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        cmd(&args)
+    }
+
+    /// `treectl VERB URL os/stable ARGS… --token-file …`.
+    fn remote(&self, verb: &str, args: &[&str]) -> treectl_e2e::Treectl {
+        let mut all = vec![verb, &self.url, "os/stable"];
+        all.extend_from_slice(args);
+        all.extend_from_slice(&["--token-file", self.token.to_str().unwrap()]);
+        cmd(&all)
+    }
+
+    fn index_bytes(&self) -> Vec<u8> {
+        let resp = http::get(&self.server.addr, "/summary.json");
+        assert_eq!(resp.status, 200);
+        resp.body
+    }
+
+    fn index(&self) -> Value {
+        let outer: Value = serde_json::from_slice(&self.index_bytes()).unwrap();
+        serde_json::from_str(outer["payload"].as_str().unwrap()).unwrap()
+    }
+
+    fn history(&self) -> Vec<Value> {
+        let out = self.remote("history", &["--json"]).ok();
+        let v: Value = serde_json::from_str(&out).unwrap();
+        v["entries"].as_array().unwrap().clone()
+    }
+
+    fn sr(&self) -> String {
+        self.w.sr()
+    }
+}
+
+fn metadata(repo: &Path, id: &str) -> serde_json::Map<String, Value> {
+    let out = cmd(&["--repo", repo.to_str().unwrap(), "show", "--json", id]).ok();
+    let v: Value = serde_json::from_str(&out).unwrap();
+    v["metadata"].as_object().unwrap().clone()
+}
+
+#[test]
+fn a_revert_holds_against_pushes_and_clients() {
+    let (s, v1) = setup();
+    let reason = "release 2 corrupts /var on upgrade";
+
+    // Release 2 is staged on the machine, then reverted on the server.
+    let v2 = s.w.release("2", 1_700_000_100);
+    s.push(&[]).ok();
+    cmd(&["upgrade", "--stage", "--sysroot", &s.sr()]).ok();
+    let out = s.remote("revert", &["--reason", reason, "--json"]).ok();
+    let revert: Value = serde_json::from_str(&out).unwrap();
+    let revert_id = revert["commit"].as_str().unwrap().to_owned();
+
+    // The index rejects release 2, with the reason.
+    let index = s.index();
+    let entry = &index["refs"]["os/stable"];
+    assert_eq!(entry["commit"], revert_id.as_str());
+    assert_eq!(
+        entry["rejected"],
+        serde_json::json!([{ "commit": v2, "reason": reason, "serial": revert["serial"] }])
+    );
+    assert_eq!(index["format"], 1, "older clients can read it");
+
+    // The revert commit carries release 1's metadata (its components).
+    let origin = s.w.origin();
+    let served = s.w.dir.path().join("served");
+    let reverted = metadata(&served, &revert_id);
+    for (k, v) in metadata(&origin, &v1) {
+        assert_eq!(reverted.get(&k), Some(&v), "{k}");
+    }
+
+    // Pushing release 2 again is refused with the reason; nothing changes.
+    let before = s.index_bytes();
+    let history = s.history();
+    let err = s.push(&[]).fails();
+    assert!(err.contains(reason) && err.contains("--force"), "{err}");
+    let err = s.remote("publish", &[&v2]).fails();
+    assert!(err.contains(reason), "{err}");
+    assert_eq!(s.index_bytes(), before);
+    assert_eq!(s.history(), history);
+
+    // The machine learns of the revert; the staged release 2 is not
+    // swapped in at shutdown, and release 2 cannot be deployed by hand.
+    let check = cmd(&["upgrade", "--check", "--sysroot", &s.sr()]).run();
+    assert_eq!(check.status.code(), Some(10), "the revert is an update");
+    let err = cmd(&["finalize-staged", "--sysroot", &s.sr()]).fails();
+    assert!(err.contains(reason), "{err}");
+    assert_eq!(s.w.listed()[0]["commit"], v1.as_str());
+    assert!(s.w.status()["deployments"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|d| d["staged"] != true));
+    let err = cmd(&["deploy", &v2, "--sysroot", &s.sr()]).fails();
+    assert!(err.contains(reason), "{err}");
+    let err = cmd(&["deploy", "2", "--sysroot", &s.sr()]).fails();
+    assert!(err.contains(reason), "deploy by version: {err}");
+    assert_eq!(s.w.listed()[0]["commit"], v1.as_str());
+    cmd(&["upgrade", "--sysroot", &s.sr()]).ok();
+    let listed = s.w.listed();
+    assert_eq!(listed[0]["commit"], revert_id.as_str());
+    assert_eq!(listed[0]["components"]["tool"], "1", "{listed:?}");
+
+    // --force publishes it again and lifts the rejection.
+    s.push(&["--force"]).ok();
+    let index = s.index();
+    assert_eq!(index["refs"]["os/stable"]["commit"], v2.as_str());
+    assert!(index["refs"]["os/stable"].get("rejected").is_none());
+    cmd(&["upgrade", "--sysroot", &s.sr()]).ok();
+    assert_eq!(s.w.listed()[0]["commit"], v2.as_str());
+}
+
+#[test]
+fn a_hold_pauses_publishing_until_released() {
+    let (s, _v1) = setup();
+    let reason = "freeze: launch on Monday";
+    let err = s.remote("hold", &["--reason", " "]).fails();
+    assert!(err.contains("reason"), "{err}");
+    s.remote("hold", &["--reason", reason]).ok();
+    let err = s.remote("hold", &["--reason", "again"]).fails();
+    assert!(err.contains("already on hold"), "{err}");
+
+    let before = s.index_bytes();
+    let history = s.history();
+    let v2 = s.w.release("2", 1_700_000_100);
+    let err = s.push(&[]).fails();
+    assert!(err.contains(reason), "{err}");
+    let err = s.push(&["--force"]).fails();
+    assert!(err.contains(reason), "--force does not lift a hold: {err}");
+    let err = s.remote("publish", &[&v2]).fails();
+    assert!(err.contains(reason), "{err}");
+    assert_eq!(s.index_bytes(), before, "the index did not change");
+    assert_eq!(s.history(), history, "the history did not change");
+
+    s.remote("release", &[]).ok();
+    let err = s.remote("release", &[]).fails();
+    assert!(err.contains("not on hold"), "{err}");
+    s.push(&[]).ok();
+    assert_eq!(s.index()["refs"]["os/stable"]["commit"], v2.as_str());
+
+    let kinds: Vec<(String, Option<String>)> = s
+        .history()
+        .iter()
+        .map(|e| {
+            (
+                e["kind"].as_str().unwrap().to_owned(),
+                e["reason"].as_str().map(str::to_owned),
+            )
+        })
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            ("publish".to_owned(), None),
+            ("hold".to_owned(), Some(reason.to_owned())),
+            ("release".to_owned(), None),
+            ("publish".to_owned(), None),
+        ]
+    );
+    let text = s.remote("history", &[]).ok();
+    assert!(text.contains("hold") && text.contains(reason), "{text}");
+}
