@@ -19,7 +19,8 @@ use treectl_store::store::Transaction;
 use treectl_store::Repo;
 use treectl_wire::{
     FetchRequest, HealthResponse, HistoryResponse, HoldRequest, MissingRequest, MissingResponse,
-    PackReader, PublishRequest, PublishResponse, ReleaseRequest, RevertRequest, UploadResponse,
+    PackReader, PromoteRequest, PublishRequest, PublishResponse, ReleaseRequest, RevertRequest,
+    UploadResponse,
 };
 
 use crate::auth::Scope;
@@ -328,6 +329,31 @@ pub async fn revert_ref(
     debug_assert_eq!(outcome.entry.kind, EventKind::Revert);
     Metrics::add(&state.metrics.reverts, 1);
     Ok(Json(released(&state, &caller.name, &outcome, "reverted")))
+}
+
+pub async fn promote_ref(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Json<PublishResponse>, ApiError> {
+    let caller = state.auth(&headers, Scope::Publish)?;
+    let req: PromoteRequest = read_json(body, &headers, state.limits.max_json_bytes).await?;
+    let from = ref_name(&req.from)?;
+    let to = ref_name(&req.to)?;
+    if from == to {
+        return Err(ApiError::bad_request("promote needs two different refs"));
+    }
+    let _guard = state.write_lock.lock().await;
+    let st = state.clone();
+    let who = caller.name.clone();
+    let outcome = blocking(move || {
+        st.publisher()
+            .promote(&from, &to, &who, req.force)
+            .map_err(|e| publish_error("promoting", e))
+    })
+    .await?;
+    Metrics::add(&state.metrics.publishes, 1);
+    Ok(Json(released(&state, &caller.name, &outcome, "promoted")))
 }
 
 pub async fn hold_ref(

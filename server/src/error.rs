@@ -98,7 +98,8 @@ pub fn publish_error(context: &str, err: PublishError) -> ApiError {
         | PublishError::Rejected { .. }
         | PublishError::Held { .. }
         | PublishError::AlreadyHeld { .. }
-        | PublishError::NotHeld { .. } => ApiError::new(StatusCode::CONFLICT, err.to_string()),
+        | PublishError::NotHeld { .. }
+        | PublishError::Backwards { .. } => ApiError::new(StatusCode::CONFLICT, err.to_string()),
         PublishError::NoReason => ApiError::bad_request(err.to_string()),
         PublishError::NotPublished { .. } => ApiError::not_found(err.to_string()),
         PublishError::Repo(e) => repo_error(context, e),

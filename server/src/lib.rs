@@ -190,6 +190,7 @@ pub fn app(state: Arc<AppState>) -> Router {
         .route("/objects/fetch", post(api::fetch))
         .route("/publish", post(api::publish_ref))
         .route("/revert", post(api::revert_ref))
+        .route("/promote", post(api::promote_ref))
         .route("/hold", post(api::hold_ref))
         .route("/release", post(api::release_ref))
         .route("/history", get(api::history))

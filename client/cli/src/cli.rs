@@ -36,9 +36,12 @@ pub enum Command {
     /// Show a ref's history, newest first
     Log {
         rev: String,
-        /// At most this many commits
+        /// At most this many commits (counted after --contains)
         #[arg(short = 'n', long)]
         max_count: Option<usize>,
+        /// Only commits that ship component NAME (at VERSION), read from their metadata
+        #[arg(long, value_name = "NAME[=VERSION]")]
+        contains: Option<String>,
         #[arg(long)]
         json: bool,
     },
@@ -66,9 +69,13 @@ pub enum Command {
     Cat { rev: String, path: String },
     /// List the paths that differ between two commits
     Diff {
+        /// A revision; with --components and three arguments, the server URL or repository path
         from: String,
         to: String,
-        /// Compare the components of two composed commits instead of paths
+        /// With --components: the second revision, when the first argument is a URL or path
+        #[arg(requires = "components")]
+        third: Option<String>,
+        /// Compare the components of two commits instead of paths (from commit objects alone)
         #[arg(long)]
         components: bool,
         #[arg(long)]
@@ -230,6 +237,23 @@ pub enum Command {
     History {
         url: String,
         r#ref: String,
+        /// Under each release, the components it changed (from commit objects alone)
+        #[arg(long)]
+        components: bool,
+        /// Only releases that shipped component NAME (at VERSION)
+        #[arg(long, value_name = "NAME[=VERSION]")]
+        contains: Option<String>,
+        #[command(flatten)]
+        target: TargetArgs,
+    },
+    /// Publish on TO exactly the commit FROM has now (no rebuild), with a history entry on both
+    Promote {
+        url: String,
+        from: String,
+        to: String,
+        /// Promote even a commit TO was reverted away from
+        #[arg(long)]
+        force: bool,
         #[command(flatten)]
         target: TargetArgs,
     },

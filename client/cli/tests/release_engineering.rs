@@ -24,6 +24,26 @@ struct Setup {
 }
 
 fn setup() -> (Setup, String) {
+    let s = serve(&[]);
+    let v1 = s.w.release("1", 1_700_000_000);
+    s.push(&[]).ok();
+    let pubkey = s.w.dir.path().join("release.key.pub");
+    cmd(&[
+        "install",
+        "--sysroot",
+        &s.w.sr(),
+        "--url",
+        &s.url,
+        "--trusted-key",
+        pubkey.to_str().unwrap(),
+        "origin:os/stable",
+    ])
+    .ok();
+    (s, v1)
+}
+
+/// A server with a signing key and a publish token, nothing published.
+fn serve(env: &[(&str, &str)]) -> Setup {
     let w = World::new();
     let dir = w.dir.path().to_owned();
     let dir = dir.as_path();
@@ -47,41 +67,30 @@ fn setup() -> (Setup, String) {
             "--tokens",
             tokens.to_str().unwrap(),
         ],
-        &[],
+        env,
     );
     let url = server.url();
-    let s = Setup {
+    Setup {
         token: dir.join("publish.token"),
         w,
         server,
         url,
-    };
-    let v1 = s.w.release("1", 1_700_000_000);
-    s.push(&[]).ok();
-    let pubkey = dir.join("release.key.pub");
-    cmd(&[
-        "install",
-        "--sysroot",
-        &s.w.sr(),
-        "--url",
-        &s.url,
-        "--trusted-key",
-        pubkey.to_str().unwrap(),
-        "origin:os/stable",
-    ])
-    .ok();
-    (s, v1)
+    }
 }
 
 impl Setup {
     fn push(&self, extra: &[&str]) -> treectl_e2e::Treectl {
+        self.push_ref("os/stable", extra)
+    }
+
+    fn push_ref(&self, name: &str, extra: &[&str]) -> treectl_e2e::Treectl {
         let origin = self.w.origin();
         let mut args = vec![
             "--repo",
             origin.to_str().unwrap(),
             "push",
             &self.url,
-            "os/stable",
+            name,
             "--token-file",
             self.token.to_str().unwrap(),
         ];
@@ -109,9 +118,21 @@ impl Setup {
     }
 
     fn history(&self) -> Vec<Value> {
-        let out = self.remote("history", &["--json"]).ok();
+        self.history_of("os/stable", &[])
+    }
+
+    fn history_of(&self, name: &str, extra: &[&str]) -> Vec<Value> {
+        let mut args = vec!["history", &self.url, name, "--json"];
+        args.extend_from_slice(extra);
+        let out = cmd(&args).ok();
         let v: Value = serde_json::from_str(&out).unwrap();
         v["entries"].as_array().unwrap().clone()
+    }
+
+    /// Sets `name` in the origin repository to `rev`.
+    fn reset(&self, name: &str, rev: &str) {
+        let origin = self.w.origin();
+        cmd(&["--repo", origin.to_str().unwrap(), "reset", name, rev]).ok();
     }
 
     fn sr(&self) -> String {
@@ -246,4 +267,145 @@ fn a_hold_pauses_publishing_until_released() {
     );
     let text = s.remote("history", &[]).ok();
     assert!(text.contains("hold") && text.contains(reason), "{text}");
+}
+
+#[test]
+fn promote_publishes_the_same_commit_and_never_goes_backwards() {
+    let s = serve(&[]);
+    let v1 = s.w.release("1", 1_700_000_000);
+    s.push(&[]).ok();
+    let v2 = s.w.release("2", 1_700_000_100);
+    s.reset("os/testing", &v2);
+    s.push_ref("os/testing", &[]).ok();
+    let promote = |args: &[&str]| {
+        let mut all = vec!["promote", &s.url, "os/testing", "os/stable"];
+        all.extend_from_slice(args);
+        all.extend_from_slice(&["--token-file", s.token.to_str().unwrap()]);
+        cmd(&all)
+    };
+    let out = promote(&["--json"]).ok();
+    let resp: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(resp["kind"], "promote");
+    let index = s.index();
+    assert_eq!(index["refs"]["os/stable"]["commit"], v2.as_str());
+    assert_eq!(index["refs"]["os/testing"]["commit"], v2.as_str());
+
+    // A history entry on both refs; the package diff it carried.
+    let stable = s.history_of("os/stable", &["--components"]);
+    let last = stable.last().unwrap();
+    assert_eq!(last["kind"], "promote");
+    assert_eq!(last["from_ref"], "os/testing");
+    assert_eq!(last["previous"], v1.as_str());
+    assert_eq!(
+        last["components"],
+        serde_json::json!([{ "name": "tool", "from": "1", "to": "2" }])
+    );
+    let testing = s.history_of("os/testing", &[]);
+    let last = testing.last().unwrap();
+    assert_eq!(last["kind"], "promote");
+    assert_eq!(last["to_ref"], "os/stable");
+    assert_eq!(last["commit"], v2.as_str());
+    assert_eq!(last["serial"], resp["serial"]);
+    let text = cmd(&["history", &s.url, "os/stable", "--components"]).ok();
+    assert!(
+        text.contains("from os/testing") && text.contains("tool 1 -> 2"),
+        "{text}"
+    );
+
+    // Already there: nothing to do, an error.
+    let err = promote(&[]).fails();
+    assert!(err.contains("already points at"), "{err}");
+
+    // Stable moves on to release 3; promoting testing (release 2, which
+    // stable already had and descends from) would go backwards.
+    s.w.release("3", 1_700_000_200);
+    s.push(&[]).ok();
+    let before = s.index_bytes();
+    let (hs, ht) = (s.history(), s.history_of("os/testing", &[]));
+    let err = promote(&[]).fails();
+    assert!(err.contains("backwards"), "{err}");
+    let err = promote(&["--force"]).fails();
+    assert!(err.contains("backwards"), "--force does not: {err}");
+    assert_eq!(s.index_bytes(), before, "nothing changed");
+    assert_eq!(s.history(), hs);
+    assert_eq!(s.history_of("os/testing", &[]), ht);
+    let err = cmd(&["promote", &s.url, "os/stable", "os/stable"]).fails();
+    assert!(err.contains("two different refs"), "{err}");
+}
+
+/// Issue 14, acceptance 6: `history --components`, `history --contains`
+/// and `log --contains` on a 20-release history read commit objects only
+/// (counted at the server: no file object, no batched fetch) and answer in
+/// under a second over loopback.
+#[test]
+fn history_by_component_reads_only_commit_objects() {
+    let s = serve(&[("TREECTL_DEBUG", "1")]);
+    let mut ids = Vec::new();
+    for n in 1..=20 {
+        ids.push(s.w.release(&n.to_string(), 1_700_000_000 + n));
+        s.push(&[]).ok();
+    }
+    let log_before = s.server.log_text().len();
+    let started = std::time::Instant::now();
+    let entries = s.history_of("os/stable", &["--components"]);
+    let elapsed = started.elapsed();
+    assert!(
+        elapsed.as_secs_f64() < 1.0,
+        "history --components took {elapsed:?}"
+    );
+    assert_eq!(entries.len(), 20);
+    assert_eq!(
+        entries[6]["components"],
+        serde_json::json!([{ "name": "tool", "from": "6", "to": "7" }])
+    );
+    assert_eq!(
+        entries[0]["components"],
+        serde_json::json!([
+            { "name": "base", "from": null, "to": "1" },
+            { "name": "tool", "from": null, "to": "1" }
+        ])
+    );
+    let started = std::time::Instant::now();
+    let found = s.history_of("os/stable", &["--contains", "tool=7"]);
+    let elapsed = started.elapsed();
+    assert!(
+        elapsed.as_secs_f64() < 1.0,
+        "history --contains took {elapsed:?}"
+    );
+    assert_eq!(found.len(), 1);
+    assert_eq!(found[0]["commit"], ids[6].as_str());
+    assert_eq!(s.history_of("os/stable", &["--contains", "base"]).len(), 20);
+    assert!(s
+        .history_of("os/stable", &["--contains", "tool=99"])
+        .is_empty());
+    let err = cmd(&["history", &s.url, "os/stable", "--contains", "=1"]).fails();
+    assert!(err.contains("NAME or NAME=VERSION"), "{err}");
+
+    let log = &s.server.log_text()[log_before..];
+    let commits = log.matches(".commit").count();
+    assert!(commits >= 20, "the server log counts requests: {log}");
+    assert_eq!(log.matches(".filez").count(), 0, "{log}");
+    assert_eq!(log.matches("/v1/objects/fetch").count(), 0, "{log}");
+
+    // diff --components against the server, from two commit objects.
+    let out = cmd(&["diff", "--components", &s.url, &ids[0], &ids[19]]).ok();
+    assert_eq!(out.trim(), "tool 1 -> 20", "{out}");
+
+    // log --contains in a repository: the releases that shipped tool 7.
+    let origin = s.w.origin();
+    let started = std::time::Instant::now();
+    let out = cmd(&[
+        "--repo",
+        origin.to_str().unwrap(),
+        "log",
+        "os/stable",
+        "--json",
+        "--contains",
+        "tool=7",
+    ])
+    .ok();
+    assert!(started.elapsed().as_secs_f64() < 1.0);
+    let list: Vec<Value> = serde_json::from_str(&out).unwrap();
+    assert_eq!(list.len(), 1);
+    assert_eq!(list[0]["commit"], ids[6].as_str());
 }

@@ -85,6 +85,13 @@ pub enum PublishError {
         reason: String,
         who: String,
     },
+    #[error("promoting {from} to {to} would move {to} backwards: {to} is at {head}, which already had or descends from {commit}")]
+    Backwards {
+        from: String,
+        to: String,
+        commit: ObjectId,
+        head: ObjectId,
+    },
     #[error("{name} is not on hold")]
     NotHeld { name: String },
     #[error("a hold needs a reason (--reason TEXT)")]
@@ -114,9 +121,31 @@ pub struct Publisher<'a> {
     pub validity_secs: i64,
 }
 
+/// What a publish records about itself besides the commit.
+struct Event<'a> {
+    kind: EventKind,
+    reason: Option<&'a str>,
+    reverts_to: Option<ObjectId>,
+    from_ref: Option<&'a str>,
+}
+
+impl Event<'_> {
+    fn of(kind: EventKind) -> Self {
+        Event {
+            kind,
+            reason: None,
+            reverts_to: None,
+            from_ref: None,
+        }
+    }
+}
+
 #[derive(Serialize, Deserialize)]
 struct Pending {
     entry: HistoryEntry,
+    /// Entries of the same event on other refs (a promote's on its source).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    also: Vec<HistoryEntry>,
 }
 
 /// Seconds since the epoch.
@@ -236,8 +265,17 @@ fn recover_locked(repo: &Repo) -> Result<(), PublishError> {
             .is_some_and(|r| r.serial == entry.serial && r.commit == entry.commit);
         if landed {
             let mut history = read_history(repo)?;
-            if !history.iter().any(|h| h.serial == entry.serial) {
-                history.push(entry.clone());
+            let mut changed = false;
+            for e in std::iter::once(&entry).chain(&pending.also) {
+                if !history
+                    .iter()
+                    .any(|h| h.serial == e.serial && h.ref_name == e.ref_name)
+                {
+                    history.push(e.clone());
+                    changed = true;
+                }
+            }
+            if changed {
                 write_history(repo, &history)?;
             }
             let name = RefName::new(&entry.ref_name)?;
@@ -291,22 +329,106 @@ impl Publisher<'_> {
         let _lock = PublishLock::acquire(self.repo)?;
         recover_locked(self.repo)?;
         check_not_held(&read_history(self.repo)?, ref_name)?;
-        if !force {
-            let index = current_index(self.repo)?;
-            if let Some(r) = index
-                .refs
-                .get(ref_name.as_str())
-                .and_then(|e| e.rejection(commit))
-            {
-                return Err(PublishError::Rejected {
-                    name: ref_name.to_string(),
-                    commit: *commit,
-                    reason: r.reason.clone(),
-                    serial: r.serial,
+        self.check_not_rejected(ref_name, commit, force)?;
+        self.publish_locked(ref_name, commit, who, Event::of(EventKind::Publish))
+    }
+
+    fn check_not_rejected(
+        &self,
+        ref_name: &RefName,
+        commit: &ObjectId,
+        force: bool,
+    ) -> Result<(), PublishError> {
+        if force {
+            return Ok(());
+        }
+        let index = current_index(self.repo)?;
+        match index
+            .refs
+            .get(ref_name.as_str())
+            .and_then(|e| e.rejection(commit))
+        {
+            Some(r) => Err(PublishError::Rejected {
+                name: ref_name.to_string(),
+                commit: *commit,
+                reason: r.reason.clone(),
+                serial: r.serial,
+            }),
+            None => Ok(()),
+        }
+    }
+
+    /// Publishes on `to` exactly the commit `from` has now, with a history
+    /// entry on both. Refused when `to` would go backwards: when `to`
+    /// already published that commit before, or its head descends from it;
+    /// and, like a publish, while `to` is on hold or for a commit `to`
+    /// rejected (unless `force`).
+    pub fn promote(
+        &self,
+        from: &RefName,
+        to: &RefName,
+        who: &str,
+        force: bool,
+    ) -> Result<PublishOutcome, PublishError> {
+        let _lock = PublishLock::acquire(self.repo)?;
+        recover_locked(self.repo)?;
+        let history = read_history(self.repo)?;
+        check_not_held(&history, to)?;
+        let index = current_index(self.repo)?;
+        let commit = index
+            .refs
+            .get(from.as_str())
+            .ok_or_else(|| PublishError::NotPublished {
+                name: from.to_string(),
+            })?
+            .commit;
+        if let Some(head) = index.refs.get(to.as_str()) {
+            if head.commit == commit {
+                return Err(PublishError::AlreadyAt {
+                    name: to.to_string(),
+                    commit,
+                });
+            }
+            let earlier = history
+                .iter()
+                .any(|h| h.ref_name == to.as_str() && h.commit == commit);
+            if earlier || self.is_ancestor(&commit, &head.commit)? {
+                return Err(PublishError::Backwards {
+                    from: from.to_string(),
+                    to: to.to_string(),
+                    commit,
+                    head: head.commit,
                 });
             }
         }
-        self.publish_locked(ref_name, commit, who, EventKind::Publish, None, None)
+        self.check_not_rejected(to, &commit, force)?;
+        self.publish_locked(
+            to,
+            &commit,
+            who,
+            Event {
+                from_ref: Some(from.as_str()),
+                ..Event::of(EventKind::Promote)
+            },
+        )
+    }
+
+    /// Whether `ancestor` is among `commit`'s parents, as far as the
+    /// repository holds them.
+    fn is_ancestor(&self, ancestor: &ObjectId, commit: &ObjectId) -> Result<bool, PublishError> {
+        let mut next = Some(*commit);
+        let mut steps = 0usize;
+        while let Some(id) = next {
+            if steps > 100_000 || !self.repo.has_object(&id, ObjectKind::Commit) {
+                return Ok(false);
+            }
+            steps += 1;
+            next = self.repo.read_commit(&id)?.parent;
+            if next == Some(*ancestor) {
+                return Ok(true);
+            }
+        }
+        Ok(false)
     }
 
     /// Pauses every publish of `ref_name` (reverts still go through) until
@@ -376,6 +498,8 @@ impl Publisher<'_> {
             reason: reason.map(str::to_owned),
             who: who.to_owned(),
             version: head.version.clone(),
+            from_ref: None,
+            to_ref: None,
         };
         history.push(entry.clone());
         write_history(self.repo, &history)?;
@@ -455,9 +579,11 @@ impl Publisher<'_> {
             ref_name,
             &id,
             who,
-            EventKind::Revert,
-            Some(reason),
-            Some(target),
+            Event {
+                reason: Some(reason),
+                reverts_to: Some(target),
+                ..Event::of(EventKind::Revert)
+            },
         )
     }
 
@@ -466,10 +592,14 @@ impl Publisher<'_> {
         ref_name: &RefName,
         commit_id: &ObjectId,
         who: &str,
-        kind: EventKind,
-        reason: Option<&str>,
-        reverts_to: Option<ObjectId>,
+        event: Event<'_>,
     ) -> Result<PublishOutcome, PublishError> {
+        let Event {
+            kind,
+            reason,
+            reverts_to,
+            from_ref,
+        } = event;
         let repo = self.repo;
         // Held until the ref moves: prune cannot delete what we check.
         let txn = Transaction::begin(repo)?;
@@ -513,12 +643,25 @@ impl Publisher<'_> {
             reason: reason.map(str::to_owned),
             who: who.to_owned(),
             version: commit.version().map(str::to_owned),
+            from_ref: from_ref.map(str::to_owned),
+            to_ref: None,
         };
         if let Some(key) = self.key {
             sign::add_commit_signature(repo, commit_id, ref_name, key)?;
         }
+        let also: Vec<HistoryEntry> = match (kind, from_ref) {
+            (EventKind::Promote, Some(from)) => vec![HistoryEntry {
+                ref_name: from.to_owned(),
+                previous: None,
+                from_ref: None,
+                to_ref: Some(ref_name.to_string()),
+                ..entry.clone()
+            }],
+            _ => Vec::new(),
+        };
         let pending = serde_json::to_vec(&Pending {
             entry: entry.clone(),
+            also: also.clone(),
         })
         .expect("pending serializes");
         write_atomic(&repo.path().join(PENDING_FILE), &pending, repo.fsync())?;
@@ -540,6 +683,7 @@ impl Publisher<'_> {
         summary::write_index(repo, &SignedIndex::sign(&index, self.key))?;
         failpoint::hit("publish-after-index");
         history.push(entry.clone());
+        history.extend(also);
         write_history(repo, &history)?;
         failpoint::hit("publish-after-history");
         txn.commit(&[RefUpdate {

@@ -65,6 +65,16 @@ pub struct PublishRequest {
     pub force: bool,
 }
 
+/// `POST /v1/promote`: publish on `to` exactly the commit `from` has now.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct PromoteRequest {
+    pub from: String,
+    pub to: String,
+    /// Promote even a commit `to` rejected (reverted away from).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub force: bool,
+}
+
 /// `POST /v1/hold`: pause every publish of a ref until it is released.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct HoldRequest {
@@ -131,6 +141,9 @@ pub enum EventKind {
     Hold,
     /// The hold was lifted (`commit`: the ref's head then).
     Release,
+    /// The commit another ref had was published on this one (`from_ref`),
+    /// or this ref's commit was published on another (`to_ref`).
+    Promote,
 }
 
 impl EventKind {
@@ -141,6 +154,7 @@ impl EventKind {
             EventKind::Revert => "revert",
             EventKind::Hold => "hold",
             EventKind::Release => "release",
+            EventKind::Promote => "promote",
         }
     }
 }
@@ -171,6 +185,12 @@ pub struct HistoryEntry {
     /// did not record it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub version: Option<String>,
+    /// For a promote onto this ref: the ref it came from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from_ref: Option<String>,
+    /// For a promote from this ref: the ref it went to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub to_ref: Option<String>,
 }
 
 /// `GET /v1/history?ref=REF`: the ref's events, oldest first.

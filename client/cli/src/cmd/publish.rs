@@ -2,6 +2,7 @@
 //! `publish`, `revert` and `history`, against a server URL or a local
 //! repository path.
 
+use std::collections::{BTreeMap, HashMap};
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -10,7 +11,8 @@ use anyhow::{bail, Context, Result};
 use treectl_release::sign::SecretKey;
 use treectl_store::refs::{self, RefName};
 use treectl_store::{ObjectId, Repo};
-use treectl_wire::{HistoryEntry, HistoryResponse, PublishResponse};
+use treectl_sysroot::upgrade::{commit_components, component_changes, ComponentChange};
+use treectl_wire::{EventKind, HistoryEntry, PublishResponse};
 
 use crate::cli::TargetArgs;
 use crate::output::format_time;
@@ -173,34 +175,130 @@ pub fn release(url: &str, name: &str, args: &TargetArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-pub fn history(url: &str, name: &str, args: &TargetArgs) -> Result<ExitCode> {
+/// `--contains NAME[=VERSION]`: a component, at any or one version.
+pub struct Contains {
+    name: String,
+    version: Option<String>,
+}
+
+impl Contains {
+    pub fn parse(text: &str) -> Result<Contains> {
+        let (name, version) = match text.split_once('=') {
+            Some((n, v)) => (n, Some(v)),
+            None => (text, None),
+        };
+        if name.trim().is_empty() || version.is_some_and(|v| v.trim().is_empty()) {
+            bail!("--contains wants NAME or NAME=VERSION, not {text:?}");
+        }
+        Ok(Contains {
+            name: name.to_owned(),
+            version: version.map(str::to_owned),
+        })
+    }
+
+    /// Whether a commit with these components (name -> version) ships it.
+    pub fn matches(&self, components: &BTreeMap<String, String>) -> bool {
+        match (components.get(&self.name), &self.version) {
+            (Some(v), Some(want)) => v == want,
+            (Some(_), None) => true,
+            (None, _) => false,
+        }
+    }
+}
+
+/// Whether an event put a (possibly new) commit on its ref.
+fn releases(e: &HistoryEntry) -> bool {
+    e.to_ref.is_none()
+        && matches!(
+            e.kind,
+            EventKind::Publish | EventKind::Revert | EventKind::Promote
+        )
+}
+
+pub fn history(
+    url: &str,
+    name: &str,
+    components: bool,
+    contains: Option<&str>,
+    args: &TargetArgs,
+) -> Result<ExitCode> {
     let name = RefName::new(name)?;
+    let contains = contains.map(Contains::parse).transpose()?;
     let target = open(url, args)?;
-    let entries = target.history(&name)?;
+    let mut entries = target.history(&name)?;
+    // Components come from commit objects alone (never file content),
+    // each commit read once.
+    let mut cache: HashMap<ObjectId, BTreeMap<String, String>> = HashMap::new();
+    let mut components_of = |id: &ObjectId| -> Result<BTreeMap<String, String>> {
+        if let Some(c) = cache.get(id) {
+            return Ok(c.clone());
+        }
+        let commit = target
+            .read_commit(id)
+            .with_context(|| format!("reading the components of {id}"))?;
+        let c = commit_components(&commit);
+        cache.insert(*id, c.clone());
+        Ok(c)
+    };
+    if let Some(want) = &contains {
+        let mut kept = Vec::new();
+        for e in entries {
+            if releases(&e) && want.matches(&components_of(&e.commit)?) {
+                kept.push(e);
+            }
+        }
+        entries = kept;
+    }
+    let mut changes: Vec<Option<Vec<ComponentChange>>> = Vec::new();
+    for e in &entries {
+        changes.push(if components && releases(e) {
+            let new = components_of(&e.commit)?;
+            let old = match &e.previous {
+                Some(p) => components_of(p)?,
+                None => BTreeMap::new(),
+            };
+            Some(component_changes(&old, &new))
+        } else {
+            None
+        });
+    }
     if args.json {
+        let mut list = Vec::new();
+        for (e, c) in entries.iter().zip(&changes) {
+            let mut v = serde_json::to_value(e)?;
+            if let Some(c) = c {
+                v["components"] = serde_json::to_value(c)?;
+            }
+            list.push(v);
+        }
         println!(
             "{}",
-            serde_json::to_string_pretty(&HistoryResponse {
-                ref_name: name.to_string(),
-                entries,
-            })?
+            serde_json::to_string_pretty(&serde_json::json!({
+                "ref": name.as_str(),
+                "entries": list,
+            }))?
         );
         return Ok(ExitCode::SUCCESS);
     }
     use std::io::Write;
     let mut out = std::io::stdout().lock();
-    for e in &entries {
-        let kind = e.kind.as_str();
+    for (e, c) in entries.iter().zip(&changes) {
         write!(
             out,
             "{:>5}  {}  {:<7}  {}  {:<12}  {}",
             e.serial,
             format_time(e.time),
-            kind,
+            e.kind.as_str(),
             e.commit.short(),
             e.version.as_deref().unwrap_or("-"),
             e.who
         )?;
+        if let Some(from) = &e.from_ref {
+            write!(out, "  from {from}")?;
+        }
+        if let Some(to) = &e.to_ref {
+            write!(out, "  to {to}")?;
+        }
         if let Some(to) = e.reverts_to {
             write!(out, "  reverts to {}", to.short())?;
         }
@@ -208,9 +306,37 @@ pub fn history(url: &str, name: &str, args: &TargetArgs) -> Result<ExitCode> {
             write!(out, "  reason: {reason}")?;
         }
         writeln!(out)?;
+        for change in c.iter().flatten() {
+            match (&change.from, &change.to) {
+                (None, Some(v)) => writeln!(out, "         added {} {v}", change.name)?,
+                (Some(v), None) => writeln!(out, "         removed {} {v}", change.name)?,
+                (Some(a), Some(b)) => writeln!(out, "         {} {a} -> {b}", change.name)?,
+                (None, None) => {}
+            }
+        }
     }
     if entries.is_empty() {
-        eprintln!("{name} has never been published there");
+        match &contains {
+            Some(_) => eprintln!("no release of {name} there ships that"),
+            None => eprintln!("{name} has never been published there"),
+        }
     }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn promote(
+    url: &str,
+    from: &str,
+    to: &str,
+    force: bool,
+    args: &TargetArgs,
+) -> Result<ExitCode> {
+    let from = RefName::new(from)?;
+    let to = RefName::new(to)?;
+    if from == to {
+        bail!("promote needs two different refs");
+    }
+    let target = open(url, args)?;
+    print_outcome(&target.promote(&from, &to, force)?, args.json)?;
     Ok(ExitCode::SUCCESS)
 }

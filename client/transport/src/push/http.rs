@@ -2,12 +2,13 @@
 //! uploads to `/v1/objects`, `/v1/publish`, `/v1/revert`, `/v1/history`.
 
 use treectl_release::publish::HistoryEntry;
+use treectl_store::object::{Commit, ObjectKind};
 use treectl_store::refs::RefName;
 use treectl_store::{ObjectId, Repo};
 use treectl_wire::{
     write_pack_end, write_pack_record, write_pack_start, HistoryResponse, HoldRequest,
-    MissingRequest, MissingResponse, ObjectRef, PublishRequest, PublishResponse, ReleaseRequest,
-    RevertRequest, UploadResponse,
+    MissingRequest, MissingResponse, ObjectRef, PromoteRequest, PublishRequest, PublishResponse,
+    ReleaseRequest, RevertRequest, UploadResponse,
 };
 
 use super::{PublishTarget, Uploaded};
@@ -92,6 +93,46 @@ impl PublishTarget for HttpTarget {
             },
             &format!("publishing {name}"),
         )
+    }
+
+    fn promote(
+        &self,
+        from: &RefName,
+        to: &RefName,
+        force: bool,
+    ) -> Result<PublishResponse, TransportError> {
+        self.remote.post_json(
+            "/v1/promote",
+            &PromoteRequest {
+                from: from.to_string(),
+                to: to.to_string(),
+                force,
+            },
+            &format!("promoting {from} to {to}"),
+        )
+    }
+
+    fn read_commit(&self, id: &ObjectId) -> Result<Commit, TransportError> {
+        let hex = id.to_hex();
+        let what = format!("reading commit {id}");
+        let bytes = self.remote.get_bytes(
+            &format!("/objects/{}/{}.commit", &hex[..2], &hex[2..]),
+            &what,
+        )?;
+        let got = ObjectId::of(&bytes);
+        if got != *id {
+            return Err(TransportError::WrongObject {
+                url: self.remote.base().to_owned(),
+                kind: ObjectKind::Commit,
+                id: got,
+                want: format!("commit {id}"),
+            });
+        }
+        Commit::decode(&bytes).map_err(|err| TransportError::Decode {
+            what: "commit",
+            id: *id,
+            err,
+        })
     }
 
     fn hold(&self, name: &RefName, reason: &str) -> Result<HistoryEntry, TransportError> {

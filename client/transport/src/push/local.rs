@@ -5,6 +5,7 @@
 use treectl_release::publish::{self, HistoryEntry, Publisher};
 use treectl_release::sign::SecretKey;
 use treectl_release::summary::DEFAULT_VALIDITY_SECS;
+use treectl_store::object::Commit;
 use treectl_store::refs::RefName;
 use treectl_store::store::Transaction;
 use treectl_store::{ObjectId, Repo};
@@ -66,6 +67,20 @@ impl PublishTarget for LocalTarget {
     ) -> Result<PublishResponse, TransportError> {
         let out = self.publisher().publish(name, commit, &self.who, force)?;
         Ok(PublishResponse::from(&out.entry))
+    }
+
+    fn promote(
+        &self,
+        from: &RefName,
+        to: &RefName,
+        force: bool,
+    ) -> Result<PublishResponse, TransportError> {
+        let out = self.publisher().promote(from, to, &self.who, force)?;
+        Ok(PublishResponse::from(&out.entry))
+    }
+
+    fn read_commit(&self, id: &ObjectId) -> Result<Commit, TransportError> {
+        Ok(self.repo.read_commit(id)?)
     }
 
     fn hold(&self, name: &RefName, reason: &str) -> Result<HistoryEntry, TransportError> {

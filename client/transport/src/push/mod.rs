@@ -16,6 +16,7 @@ use std::path::Path;
 
 use treectl_release::publish::{self, HistoryEntry};
 use treectl_release::sign::SecretKey;
+use treectl_store::object::Commit;
 use treectl_store::refs::{self, RefName};
 use treectl_store::{ObjectId, Repo};
 use treectl_wire::{ObjectRef, PublishResponse};
@@ -47,6 +48,16 @@ pub trait PublishTarget {
     ) -> Result<PublishResponse, TransportError>;
     /// `name`'s publishes and reverts, oldest first.
     fn history(&self, name: &RefName) -> Result<Vec<HistoryEntry>, TransportError>;
+    /// Publishes on `to` exactly the commit `from` has now.
+    fn promote(
+        &self,
+        from: &RefName,
+        to: &RefName,
+        force: bool,
+    ) -> Result<PublishResponse, TransportError>;
+    /// A commit object of the target, checked against its id (no file
+    /// content is read).
+    fn read_commit(&self, id: &ObjectId) -> Result<Commit, TransportError>;
     /// Pauses every publish of `name` until [`PublishTarget::release`].
     fn hold(&self, name: &RefName, reason: &str) -> Result<HistoryEntry, TransportError>;
     /// Lifts the hold on `name`.
