@@ -188,6 +188,7 @@ pub fn app(state: Arc<AppState>) -> Router {
         .route("/objects/missing", post(api::missing))
         .route("/objects", post(api::upload))
         .route("/objects/fetch", post(api::fetch))
+        .route("/objects/sizes", post(api::sizes))
         .route("/publish", post(api::publish_ref))
         .route("/revert", post(api::revert_ref))
         .route("/promote", post(api::promote_ref))

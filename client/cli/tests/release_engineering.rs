@@ -409,3 +409,95 @@ fn history_by_component_reads_only_commit_objects() {
     assert_eq!(list.len(), 1);
     assert_eq!(list[0]["commit"], ids[6].as_str());
 }
+
+/// A counter of the server's `/v1/metrics`.
+fn metric(s: &Setup, name: &str) -> u64 {
+    let resp = http::get(&s.server.addr, "/v1/metrics");
+    assert_eq!(resp.status, 200);
+    let text = resp.text();
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in {text}"))
+}
+
+/// Every object file under `repo/objects`, with its size.
+fn object_sizes(repo: &Path) -> std::collections::BTreeMap<PathBuf, u64> {
+    let mut out = std::collections::BTreeMap::new();
+    for dir in std::fs::read_dir(repo.join("objects")).unwrap() {
+        for f in std::fs::read_dir(dir.unwrap().path()).unwrap() {
+            let p = f.unwrap().path();
+            let len = std::fs::symlink_metadata(&p).unwrap().len();
+            out.insert(p, len);
+        }
+    }
+    out
+}
+
+/// Issue 14, acceptance 5: `upgrade --check --json` prices the update
+/// (bytes to download, disk needed) without downloading a file object;
+/// the real upgrade then downloads exactly those bytes, counted at the
+/// server, and its new objects take exactly the disk reported.
+#[test]
+fn updates_are_priced_before_download() {
+    let (s, _v1) = setup();
+    let v2 = s.w.release("2", 1_700_000_100);
+    s.push(&[]).ok();
+
+    let file_objects = r#"treectl_objects_sent_total{kind="file"}"#;
+    let meta_objects = r#"treectl_objects_sent_total{kind="meta"}"#;
+    let file_bytes = r#"treectl_object_bytes_sent_total{kind="file"}"#;
+    let meta_bytes = r#"treectl_object_bytes_sent_total{kind="meta"}"#;
+    let before = [file_objects, meta_objects, file_bytes, meta_bytes].map(|m| metric(&s, m));
+    let out = cmd(&["upgrade", "--check", "--json", "--sysroot", &s.sr()])
+        .code(10)
+        .stdout;
+    let v: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["head"], v2.as_str());
+    let price = &v["price"];
+    let download = price["download_bytes"].as_u64().expect("download_bytes");
+    let objects = price["download_objects"].as_u64().unwrap();
+    let disk = price["disk_bytes"].as_u64().expect("disk_bytes");
+    assert!(download > 0 && objects > 0 && disk > 0, "{price}");
+    let after_check = [file_objects, meta_objects, file_bytes, meta_bytes].map(|m| metric(&s, m));
+    assert_eq!(
+        after_check[0], before[0],
+        "--check downloads no file object"
+    );
+    assert!(
+        after_check[1] > before[1],
+        "--check reads the commit and trees"
+    );
+    assert_eq!(
+        after_check[3] - before[3],
+        price["metadata_bytes"].as_u64().unwrap(),
+        "the metadata bytes the check reports are those it fetched"
+    );
+    assert_eq!(s.w.listed()[0]["version"], "1", "--check deploys nothing");
+    let text = cmd(&["upgrade", "--preview", "--sysroot", &s.sr()])
+        .code(10)
+        .stdout;
+    assert!(
+        text.contains(&format!(
+            "download: {download} bytes in {objects} objects; disk: {disk} bytes"
+        )),
+        "{text}"
+    );
+
+    let repo = s.w.sysroot_repo();
+    let stored_before = object_sizes(&repo);
+    let before = [file_objects, meta_objects, file_bytes, meta_bytes].map(|m| metric(&s, m));
+    cmd(&["upgrade", "--sysroot", &s.sr()]).ok();
+    assert_eq!(s.w.listed()[0]["commit"], v2.as_str());
+    let after = [file_objects, meta_objects, file_bytes, meta_bytes].map(|m| metric(&s, m));
+    assert_eq!(after[0] - before[0], objects, "file objects downloaded");
+    assert_eq!(after[1] - before[1], 0, "the metadata came from the check");
+    assert_eq!(after[2] - before[2], download, "exactly the priced bytes");
+    assert_eq!(after[3] - before[3], 0);
+    let new: u64 = object_sizes(&repo)
+        .iter()
+        .filter(|(p, _)| !stored_before.contains_key(*p))
+        .map(|(_, len)| len)
+        .sum();
+    assert_eq!(new, disk, "the new objects take the disk reported");
+    eprintln!("priced: {download} bytes in {objects} file objects, disk {disk} bytes");
+}

@@ -11,7 +11,7 @@ use treectl_store::object::{Commit, ObjectKind};
 use treectl_store::refs::RefName;
 use treectl_store::ObjectId;
 use treectl_transport::progress::Progress;
-use treectl_transport::pull::{pull, PullOptions, PullOutcome};
+use treectl_transport::pull::{plan, pull, PullOptions, PullOutcome};
 
 use crate::deploy::{components_of, deploy_commit, Switch};
 use crate::source::{ancestors_of, fetch, find_head, Head, Source};
@@ -161,6 +161,9 @@ pub struct UpgradeOutcome {
     pub downloaded: bool,
     /// What the pull of a remote origin did.
     pub pull: Option<PullOutcome>,
+    /// For a check of a remote origin: what the update costs, found
+    /// without downloading any file object.
+    pub price: Option<Price>,
     /// The machine fell back from a default that failed to boot; releases
     /// were judged against the booted deployment, with the failed one as
     /// the rollback floor.
@@ -181,6 +184,24 @@ impl UpgradeOutcome {
     pub fn update_available(&self) -> bool {
         self.decision == Decision::Update
     }
+}
+
+/// What an update costs this machine, from its repository's content
+/// (the booted release's objects are not downloaded again).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Price {
+    /// File objects `upgrade` will download, and their bytes as sent:
+    /// exactly the object bytes the pull moves.
+    pub download_objects: u64,
+    pub download_bytes: u64,
+    /// Commit, trees and dirmetas the check itself fetched (verified and
+    /// kept for the pull, which does not download them again).
+    pub metadata_objects: u64,
+    pub metadata_bytes: u64,
+    /// Disk the new deployment needs: its new objects in the sysroot's
+    /// repository (checkouts hardlink them; only `/etc` is copied).
+    /// `None` when a static mirror cannot tell content sizes.
+    pub disk_bytes: Option<u64>,
 }
 
 /// Upgrades the machine from its default deployment's origin: pulls a
@@ -204,7 +225,27 @@ pub fn upgrade(
     let default = state.deployments.first().ok_or(SysrootError::NoOrigin)?;
     let origin = default.origin.clone().ok_or(SysrootError::NoOrigin)?;
     let source = Source::from_origin(&origin).ok_or(SysrootError::NoOrigin)?;
+    let mut price = None;
     let (head, pulled) = match &source {
+        // A check prices the update instead of downloading it.
+        Source::Remote { name, refname } if opts.mode == UpgradeMode::Check => {
+            let repo = sysroot.open_repo()?;
+            let plan = plan(&repo, name, &RefName::new(refname)?, &opts.pull, progress)?;
+            let head = Head {
+                commit: plan.commit,
+                meta: plan.meta.clone(),
+                serial: Some(plan.serial),
+                ancestors: ancestors_of(&repo, &plan.meta)?,
+            };
+            price = Some(Price {
+                download_objects: plan.download_objects,
+                download_bytes: plan.download_bytes,
+                metadata_objects: plan.metadata_objects,
+                metadata_bytes: plan.metadata_bytes,
+                disk_bytes: plan.store_bytes,
+            });
+            (head, None)
+        }
         Source::Remote { name, refname } => {
             let outcome = pull_remote(sysroot, name, refname, &opts.pull, progress)?;
             (head_of_pull(sysroot, &outcome)?, Some(outcome))
@@ -230,6 +271,7 @@ pub fn upgrade(
         deployment: None,
         downloaded: pulled.is_some(),
         pull: pulled,
+        price,
         fallback,
     };
     match decision {

@@ -54,6 +54,28 @@ pub struct FetchRequest {
     pub objects: Vec<ObjectRef>,
 }
 
+/// `POST /v1/objects/sizes`: how large objects are, without their bytes.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct SizesRequest {
+    pub objects: Vec<ObjectRef>,
+}
+
+/// The answer, in request order.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct SizesResponse {
+    pub sizes: Vec<ObjectSize>,
+}
+
+/// One object's sizes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ObjectSize {
+    /// Bytes of its wire form: what fetching it transfers.
+    pub wire: u64,
+    /// For a file object: its content's size (uncompressed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content: Option<u64>,
+}
+
 /// `POST /v1/publish`.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct PublishRequest {

@@ -285,6 +285,8 @@ fn run_upgrade(sr: &Sysroot, args: UpgradeArgs) -> Result<ExitCode> {
             "version": out.version,
             "deployment": out.deployment,
             "fallback": out.fallback,
+            "price": out.price,
+            "changes": out.changes,
         });
         outln!("{}", serde_json::to_string_pretty(&v)?);
     } else {
@@ -322,6 +324,16 @@ fn print_upgrade(
         (_, UpgradeMode::Now, Some(d)) => print_deployed(sr, d, Switch::Now)?,
         _ => {
             outln!("update available: {origin} -> {head}");
+            if let Some(p) = &out.price {
+                let disk = p
+                    .disk_bytes
+                    .map_or("an unknown amount of".to_owned(), |d| d.to_string());
+                outln!(
+                    "  download: {} bytes in {} objects; disk: {disk} bytes",
+                    p.download_bytes,
+                    p.download_objects
+                );
+            }
             if preview {
                 for c in &out.changes {
                     outln!("  {}", change_line(c));

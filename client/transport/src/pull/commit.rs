@@ -35,3 +35,24 @@ pub(super) fn record(
     remote::write_remote_ref(repo, remote_name, ref_name, &accepted.entry.commit)?;
     Ok(())
 }
+
+/// Records `accepted` as the newest index seen from the remote (so an
+/// older one is refused from now on) and the ref's rejections in it,
+/// without moving the ref: what a pull's plan learns.
+pub(super) fn record_index(
+    repo: &Repo,
+    remote_name: &str,
+    ref_name: &RefName,
+    trust: &TrustState,
+    accepted: &Accepted,
+) -> Result<(), TransportError> {
+    let mut state = trust.clone();
+    state.serial = accepted.index.serial;
+    state.index_sha256 = Some(accepted.sha256.clone());
+    state.generated = accepted.index.generated;
+    if let Some(r) = state.refs.get_mut(ref_name.as_str()) {
+        r.rejected = accepted.entry.rejected.clone();
+    }
+    state.save(repo, remote_name)?;
+    Ok(())
+}

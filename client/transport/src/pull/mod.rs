@@ -38,6 +38,7 @@ mod walk;
 use std::time::{Duration, Instant};
 
 use treectl_release::remote::{self, TrustState};
+use treectl_store::object::Commit;
 use treectl_store::refs::RefName;
 use treectl_store::store::{LockKind, RepoLock};
 use treectl_store::{ObjectId, Repo};
@@ -202,6 +203,102 @@ pub fn pull(
         objects_fetched: walked.fetched + files,
         bytes_fetched: counters.bytes.load(std::sync::atomic::Ordering::Relaxed),
         seconds: started.elapsed().as_secs_f64(),
+    })
+}
+
+/// What pulling a ref would download, and the space its new objects take,
+/// found before downloading any file object ([`plan`]).
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct PullPlan {
+    pub remote: String,
+    #[serde(rename = "ref")]
+    pub ref_name: String,
+    pub commit: ObjectId,
+    pub serial: u64,
+    pub version: Option<String>,
+    /// The head's commit object.
+    #[serde(skip)]
+    pub meta: Commit,
+    /// Objects the pull will download (the file objects the repository
+    /// lacks) and their bytes as sent: the exact object bytes the pull
+    /// moves.
+    pub download_objects: u64,
+    pub download_bytes: u64,
+    /// The commit, trees and dirmetas the repository lacks: fetched and
+    /// verified by the plan and kept in the pull's staging, so the pull
+    /// does not download them again.
+    pub metadata_objects: u64,
+    pub metadata_bytes: u64,
+    /// Bytes the new objects take in the repository (file contents in a
+    /// `bare-user` repository, their wire forms in an `archive` one, plus
+    /// the metadata); `None` when a static mirror cannot tell a file's
+    /// content size.
+    pub store_bytes: Option<u64>,
+}
+
+/// Plans a pull of `remote_name:ref_name` into `repo`: the signed index is
+/// verified as for a pull and recorded as the newest seen (with the ref's
+/// rejections; the ref does not move), the commit's signature
+/// checked, the commit, trees and dirmetas the repository lacks are
+/// fetched into the pull's staging (the later pull takes them from there),
+/// and the sizes of the missing file objects are asked for, never their
+/// bytes.
+pub fn plan(
+    repo: &Repo,
+    remote_name: &str,
+    ref_name: &RefName,
+    opts: &PullOptions,
+    progress: &dyn Progress,
+) -> Result<PullPlan, TransportError> {
+    let remote = remote::get_remote(repo, remote_name)?;
+    let trust = TrustState::load(repo, remote_name)?;
+    let counters = progress.counters();
+    let mut source = HttpSource::new(remote.sources(), opts.source_options(), counters)?;
+    let target = format!("{remote_name}:{ref_name}");
+    let accepted = index::accept(&source, &remote, &trust, ref_name, opts.max_index_bytes)?;
+    let commit_id = accepted.entry.commit;
+    let where_ = format!("pricing {target}");
+    verify::commit_signature(&source, accepted.source, &remote, ref_name, &commit_id)
+        .map_err(|e| e.context(&where_))?;
+    commit::record_index(repo, remote_name, ref_name, &trust, &accepted)?;
+    source.probe();
+    let _lock = RepoLock::acquire(repo.path(), LockKind::Shared)?;
+    let staging = stage::Staging::open(repo, remote_name)?;
+    let walked = walk::walk(repo, &source, &staging, &commit_id, counters, &where_)?;
+    let sizes = source
+        .sizes(&walked.files)
+        .map_err(|e| e.context(&where_))?;
+    progress.finish();
+    let metadata_bytes: u64 = walked
+        .need
+        .iter()
+        .filter_map(|o| walked.metas.get(o))
+        .map(|d| d.len() as u64)
+        .sum();
+    let store_files: Option<u64> = match repo.mode() {
+        treectl_store::RepoMode::Archive => Some(sizes.iter().map(|s| s.wire).sum()),
+        _ => sizes.iter().map(|s| s.content).sum(),
+    };
+    let meta = match walked.metas.get(&walked.commit) {
+        Some(data) => Commit::decode(data).map_err(|err| TransportError::Decode {
+            what: "commit",
+            id: commit_id,
+            err,
+        })?,
+        None => repo.read_commit(&commit_id)?,
+    };
+    Ok(PullPlan {
+        remote: remote_name.to_owned(),
+        ref_name: ref_name.to_string(),
+        commit: commit_id,
+        serial: accepted.index.serial,
+        version: accepted.entry.version.clone(),
+        meta,
+        download_objects: walked.files.len() as u64,
+        download_bytes: sizes.iter().map(|s| s.wire).sum(),
+        metadata_objects: walked.need.len() as u64,
+        metadata_bytes,
+        store_bytes: store_files.map(|f| f + metadata_bytes),
     })
 }
 
