@@ -21,7 +21,7 @@ use treectl_store::Repo;
 use treectl_wire::{
     FetchRequest, HealthResponse, HistoryResponse, HoldRequest, MissingRequest, MissingResponse,
     ObjectRef, ObjectSize, PackReader, PromoteRequest, PublishRequest, PublishResponse,
-    ReleaseRequest, RevertRequest, SizesRequest, SizesResponse, UploadResponse,
+    ReleaseRequest, RevertRequest, RolloutRequest, SizesRequest, SizesResponse, UploadResponse,
 };
 
 use crate::auth::Scope;
@@ -357,8 +357,13 @@ pub async fn publish_ref(
     let st = state.clone();
     let who = caller.name.clone();
     let outcome = blocking(move || {
+        let opts = publish::PublishOptions {
+            force: req.force,
+            rollout: req.rollout,
+            barrier: req.barrier,
+        };
         st.publisher()
-            .publish(&name, &req.commit, &who, req.force)
+            .publish(&name, &req.commit, &who, &opts)
             .map_err(|e| publish_error("publishing", e))
     })
     .await?;
@@ -416,6 +421,27 @@ pub async fn promote_ref(
     .await?;
     Metrics::add(&state.metrics.publishes, 1);
     Ok(Json(released(&state, &caller.name, &outcome, "promoted")))
+}
+
+pub async fn rollout_ref(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Json<PublishResponse>, ApiError> {
+    let caller = state.auth(&headers, Scope::Publish)?;
+    let req: RolloutRequest = read_json(body, &headers, state.limits.max_json_bytes).await?;
+    let name = ref_name(&req.ref_name)?;
+    let action: publish::RolloutAction = req.action.parse().map_err(ApiError::bad_request)?;
+    let _guard = state.write_lock.lock().await;
+    let st = state.clone();
+    let who = caller.name.clone();
+    let outcome = blocking(move || {
+        st.publisher()
+            .rollout(&name, action, &who)
+            .map_err(|e| publish_error("changing the rollout", e))
+    })
+    .await?;
+    Ok(Json(released(&state, &caller.name, &outcome, "rollout")))
 }
 
 pub async fn hold_ref(

@@ -99,7 +99,9 @@ pub fn publish_error(context: &str, err: PublishError) -> ApiError {
         | PublishError::Held { .. }
         | PublishError::AlreadyHeld { .. }
         | PublishError::NotHeld { .. }
-        | PublishError::Backwards { .. } => ApiError::new(StatusCode::CONFLICT, err.to_string()),
+        | PublishError::Backwards { .. }
+        | PublishError::NoRollout { .. } => ApiError::new(StatusCode::CONFLICT, err.to_string()),
+        PublishError::BadPercent { .. } => ApiError::bad_request(err.to_string()),
         PublishError::NoReason => ApiError::bad_request(err.to_string()),
         PublishError::NotPublished { .. } => ApiError::not_found(err.to_string()),
         PublishError::Repo(e) => repo_error(context, e),

@@ -192,6 +192,7 @@ pub fn app(state: Arc<AppState>) -> Router {
         .route("/publish", post(api::publish_ref))
         .route("/revert", post(api::revert_ref))
         .route("/promote", post(api::promote_ref))
+        .route("/rollout", post(api::rollout_ref))
         .route("/hold", post(api::hold_ref))
         .route("/release", post(api::release_ref))
         .route("/history", get(api::history))

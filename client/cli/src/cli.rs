@@ -184,6 +184,8 @@ pub enum Command {
         #[arg(long)]
         force: bool,
         #[command(flatten)]
+        release: ReleaseArgs,
+        #[command(flatten)]
         target: TargetArgs,
     },
     /// Publish REF at REV (a commit the target already has) in the signed ref index
@@ -195,6 +197,17 @@ pub enum Command {
         /// Publish even a commit the ref was reverted away from (lifts its rejection)
         #[arg(long)]
         force: bool,
+        #[command(flatten)]
+        release: ReleaseArgs,
+        #[command(flatten)]
+        target: TargetArgs,
+    },
+    /// Change the phased rollout of REF's head: a PERCENT of machines, pause, resume or complete
+    Rollout {
+        url: String,
+        r#ref: String,
+        /// PERCENT (0 to 100), pause, resume or complete
+        action: String,
         #[command(flatten)]
         target: TargetArgs,
     },
@@ -335,6 +348,17 @@ pub struct PullArgs {
     /// Progress and the result as JSON lines on stdout
     #[arg(long)]
     pub json: bool,
+}
+
+/// How a release is published.
+#[derive(Args, Debug)]
+pub struct ReleaseArgs {
+    /// Roll the release out to PERCENT of machines first (see `treectl rollout`)
+    #[arg(long, value_name = "PERCENT", value_parser = clap::value_parser!(u8).range(0..=100))]
+    pub rollout: Option<u8>,
+    /// Every machine must deploy this release before any later one
+    #[arg(long)]
+    pub barrier: bool,
 }
 
 /// Options shared by the commands that talk to a server or a local repository.

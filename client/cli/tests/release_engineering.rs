@@ -501,3 +501,116 @@ fn updates_are_priced_before_download() {
     assert_eq!(new, disk, "the new objects take the disk reported");
     eprintln!("priced: {download} bytes in {objects} file objects, disk {disk} bytes");
 }
+
+/// Machine ids inside and outside a `percent` wave of `commit`.
+fn ids_around(commit: &str, percent: u8) -> (String, String) {
+    use treectl_sysroot::rollout::{bucket, in_wave};
+    let c = treectl_store::ObjectId::from_hex(commit).unwrap();
+    let id = |i: u32| format!("{i:032x}");
+    let inside = (0..)
+        .map(id)
+        .find(|m| in_wave(bucket(m, &c), percent))
+        .unwrap();
+    let outside = (0..).map(id).find(|m| bucket(m, &c) >= 5000).unwrap();
+    (inside, outside)
+}
+
+/// Issue 14, acceptance 4 through the server: a release published with
+/// `--rollout 10` reaches the machines inside the wave only (the bucket
+/// function itself is checked over 1,000 ids in
+/// `treectl_sysroot::rollout`); `pause` stops it, `resume` and `complete`
+/// let it go on; `--ignore-rollout` takes it now; a barrier release is
+/// deployed before any later one.
+#[test]
+fn phased_rollouts_and_barrier_releases() {
+    let (s, _v1) = setup();
+    let sr = s.w.sr();
+    let as_machine = |id: &str, args: &[&str]| {
+        let mut all = args.to_vec();
+        all.extend_from_slice(&["--sysroot", &sr]);
+        cmd(&all).env("TREECTL_MACHINE_ID", id)
+    };
+    let check = |id: &str| -> (i32, Value) {
+        let out = as_machine(id, &["upgrade", "--check", "--json"]).run();
+        (
+            out.status.code().unwrap(),
+            serde_json::from_str(&out.stdout).unwrap(),
+        )
+    };
+    let v2 = s.w.release("2", 1_700_000_100);
+    s.push(&["--rollout", "10"]).ok();
+    let index = s.index();
+    assert_eq!(index["format"], 2, "older clients must refuse it");
+    assert_eq!(
+        index["refs"]["os/stable"]["rollout"],
+        serde_json::json!({ "percent": 10 })
+    );
+    let (inside, outside) = ids_around(&v2, 10);
+
+    // Outside the wave: no update yet, and when it would come.
+    let files_before = metric(&s, r#"treectl_objects_sent_total{kind="file"}"#);
+    let (code, v) = check(&outside);
+    assert_eq!(code, 0, "{v}");
+    assert_eq!(v["decision"]["decision"], "not-in-wave");
+    assert_eq!(v["rollout"]["percent"], 10);
+    assert!(v["rollout"]["from_percent"].as_u64().unwrap() > 10, "{v}");
+    let text = as_machine(&outside, &["upgrade"]).ok();
+    assert!(text.contains("when the rollout reaches"), "{text}");
+    assert_eq!(s.w.listed()[0]["version"], "1");
+    assert_eq!(
+        metric(&s, r#"treectl_objects_sent_total{kind="file"}"#),
+        files_before,
+        "a machine outside the wave downloads no file object"
+    );
+    // Inside the wave: an update.
+    let (code, v) = check(&inside);
+    assert_eq!(code, 10, "{v}");
+    assert_eq!(v["rollout"]["in_wave"], true);
+
+    // pause stops new upgrades; resume lets them go on.
+    s.remote("rollout", &["pause"]).ok();
+    assert_eq!(check(&inside).0, 0, "paused");
+    s.remote("rollout", &["resume"]).ok();
+    assert_eq!(check(&inside).0, 10, "resumed");
+    let err = s.remote("rollout", &["101"]).fails();
+    assert!(err.contains("0 to 100"), "{err}");
+
+    // complete lets every machine take it; the index is format 1 again.
+    s.remote("rollout", &["complete"]).ok();
+    let index = s.index();
+    assert_eq!(index["format"], 1);
+    assert!(index["refs"]["os/stable"].get("rollout").is_none());
+    as_machine(&outside, &["upgrade"]).ok();
+    assert_eq!(s.w.listed()[0]["commit"], v2.as_str());
+    let err = s.remote("rollout", &["pause"]).fails();
+    assert!(err.contains("not being rolled out"), "{err}");
+
+    // A person who wants it now.
+    let v3 = s.w.release("3", 1_700_000_200);
+    s.push(&["--rollout", "0"]).ok();
+    assert_eq!(check(&outside).0, 0);
+    as_machine(&outside, &["upgrade", "--ignore-rollout"]).ok();
+    assert_eq!(s.w.listed()[0]["commit"], v3.as_str());
+
+    // A barrier release, then a later one: the barrier comes first.
+    let v4 = s.w.release("4", 1_700_000_300);
+    s.push(&["--barrier"]).ok();
+    let v5 = s.w.release("5", 1_700_000_400);
+    s.push(&[]).ok();
+    let (code, v) = check(&outside);
+    assert_eq!(code, 10);
+    assert_eq!(v["head"], v4.as_str(), "{v}");
+    assert_eq!(v["barrier"], v4.as_str());
+    as_machine(&outside, &["upgrade"]).ok();
+    assert_eq!(s.w.listed()[0]["commit"], v4.as_str());
+    as_machine(&outside, &["upgrade"]).ok();
+    assert_eq!(s.w.listed()[0]["commit"], v5.as_str());
+
+    let kinds: Vec<String> = s
+        .history()
+        .iter()
+        .filter(|e| e["kind"] == "rollout")
+        .map(|e| e["reason"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(kinds, ["pause", "resume", "complete"]);
+}

@@ -14,6 +14,7 @@ use treectl_transport::progress::Progress;
 use treectl_transport::pull::{plan, pull, PullOptions, PullOutcome};
 
 use crate::deploy::{components_of, deploy_commit, Switch};
+use crate::rollout::{machine_id, RolloutStatus};
 use crate::source::{ancestors_of, fetch, find_head, Head, Source};
 use crate::state::{read_fallback, read_state, Deployment, Fallback, State};
 use crate::{Result, Sysroot, SysrootError};
@@ -31,6 +32,9 @@ pub enum Decision {
     Downgrade,
     /// A newer release.
     Update,
+    /// A newer release in a phased rollout whose wave does not include
+    /// this machine yet (or is paused): see [`UpgradeOutcome::rollout`].
+    NotInWave,
 }
 
 /// Decides what `upgrade` does with `head` given the live state;
@@ -128,6 +132,8 @@ pub struct UpgradeOptions {
     pub mode: UpgradeMode,
     /// Accept a head older than the default (a replay or a reset ref).
     pub allow_downgrade: bool,
+    /// Take a release in a phased rollout now, inside its wave or not.
+    pub ignore_rollout: bool,
     /// How to pull a remote origin (token, timeouts, jobs).
     pub pull: PullOptions,
 }
@@ -137,6 +143,7 @@ impl Default for UpgradeOptions {
         UpgradeOptions {
             mode: UpgradeMode::Now,
             allow_downgrade: false,
+            ignore_rollout: false,
             pull: PullOptions::default(),
         }
     }
@@ -164,6 +171,11 @@ pub struct UpgradeOutcome {
     /// For a check of a remote origin: what the update costs, found
     /// without downloading any file object.
     pub price: Option<Price>,
+    /// Where this machine stands in the head's phased rollout, if any.
+    pub rollout: Option<RolloutStatus>,
+    /// The barrier release taken before the head (every machine deploys
+    /// it before any later release).
+    pub barrier: Option<ObjectId>,
     /// The machine fell back from a default that failed to boot; releases
     /// were judged against the booted deployment, with the failed one as
     /// the rollback floor.
@@ -226,29 +238,46 @@ pub fn upgrade(
     let origin = default.origin.clone().ok_or(SysrootError::NoOrigin)?;
     let source = Source::from_origin(&origin).ok_or(SysrootError::NoOrigin)?;
     let mut price = None;
+    let mut plan_of_remote = None;
+    let mut barrier = None;
     let (head, pulled) = match &source {
-        // A check prices the update instead of downloading it.
-        Source::Remote { name, refname } if opts.mode == UpgradeMode::Check => {
+        // Remote: price the update first (metadata only), so a check, a
+        // machine outside the rollout's wave or an up-to-date machine
+        // downloads no file object.
+        Source::Remote { name, refname } => {
             let repo = sysroot.open_repo()?;
-            let plan = plan(&repo, name, &RefName::new(refname)?, &opts.pull, progress)?;
+            let refname = RefName::new(refname)?;
+            let mut p = plan(&repo, name, &refname, &opts.pull, progress)?;
+            // A barrier published after the default's release comes first.
+            let default_commit = crate::deploy::commit_id(sysroot, default)?;
+            if let Some(b) = p.barriers.iter().find(|b| {
+                default.order.serial.is_some_and(|s| b.serial > s)
+                    && b.commit != default_commit
+                    && b.commit != p.commit
+            }) {
+                let commit = b.commit;
+                let pull = PullOptions {
+                    barrier: Some(commit),
+                    ..opts.pull.clone()
+                };
+                p = plan(&repo, name, &refname, &pull, progress)?;
+                barrier = Some(commit);
+            }
             let head = Head {
-                commit: plan.commit,
-                meta: plan.meta.clone(),
-                serial: Some(plan.serial),
-                ancestors: ancestors_of(&repo, &plan.meta)?,
+                commit: p.commit,
+                meta: p.meta.clone(),
+                serial: Some(p.serial),
+                ancestors: ancestors_of(&repo, &p.meta)?,
             };
             price = Some(Price {
-                download_objects: plan.download_objects,
-                download_bytes: plan.download_bytes,
-                metadata_objects: plan.metadata_objects,
-                metadata_bytes: plan.metadata_bytes,
-                disk_bytes: plan.store_bytes,
+                download_objects: p.download_objects,
+                download_bytes: p.download_bytes,
+                metadata_objects: p.metadata_objects,
+                metadata_bytes: p.metadata_bytes,
+                disk_bytes: p.store_bytes,
             });
+            plan_of_remote = Some(p);
             (head, None)
-        }
-        Source::Remote { name, refname } => {
-            let outcome = pull_remote(sysroot, name, refname, &opts.pull, progress)?;
-            (head_of_pull(sysroot, &outcome)?, Some(outcome))
         }
         Source::LocalRepo { .. } => (find_head(sysroot, &source)?, None),
     };
@@ -272,6 +301,8 @@ pub fn upgrade(
         downloaded: pulled.is_some(),
         pull: pulled,
         price,
+        rollout: None,
+        barrier,
         fallback,
     };
     match decision {
@@ -288,9 +319,43 @@ pub fn upgrade(
     // Past the refusals above, what remains is an update (possibly an
     // allowed downgrade): report it as one.
     outcome.decision = Decision::Update;
+    // A phased rollout (never of a barrier, which every machine takes).
+    if let (Some(r), None) = (plan_of_remote.as_ref().and_then(|p| p.rollout), barrier) {
+        let mut status = if opts.ignore_rollout {
+            let id = machine_id(sysroot, default).unwrap_or_default();
+            RolloutStatus::new(&id, &head.commit, r.percent, r.paused)
+        } else {
+            RolloutStatus::new(
+                &machine_id(sysroot, default)?,
+                &head.commit,
+                r.percent,
+                r.paused,
+            )
+        };
+        status.ignored = opts.ignore_rollout;
+        let wait = !status.in_wave && !status.ignored;
+        outcome.rollout = Some(status);
+        if wait {
+            outcome.decision = Decision::NotInWave;
+            return Ok(outcome);
+        }
+    }
     if opts.mode == UpgradeMode::Check {
         return Ok(outcome);
     }
+    let head = match &source {
+        Source::Remote { name, refname } => {
+            let pull = PullOptions {
+                barrier,
+                ..opts.pull.clone()
+            };
+            let pulled = pull_remote(sysroot, name, refname, &pull, progress)?;
+            let head = head_of_pull(sysroot, &pulled)?;
+            outcome.pull = Some(pulled);
+            head
+        }
+        Source::LocalRepo { .. } => head,
+    };
     fetch(sysroot, &source, &head)?;
     outcome.downloaded = true;
     let switch = match opts.mode {

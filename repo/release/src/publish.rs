@@ -23,7 +23,9 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 use crate::sign::{self, SecretKey, SignError};
-use crate::summary::{self, IndexError, RefEntry, RefIndex, Rejection, SignedIndex};
+use crate::summary::{
+    self, Barrier, IndexError, RefEntry, RefIndex, Rejection, Rollout, SignedIndex,
+};
 use treectl_store::error::Error;
 use treectl_store::hash::ObjectId;
 use treectl_store::object::{Commit, ObjectKind};
@@ -92,6 +94,10 @@ pub enum PublishError {
         commit: ObjectId,
         head: ObjectId,
     },
+    #[error("a rollout percentage is 0 to 100, not {percent}")]
+    BadPercent { percent: u8 },
+    #[error("{name}'s head is not being rolled out (publish it with --rollout PERCENT, or set one with `treectl rollout URL {name} PERCENT`)")]
+    NoRollout { name: String },
     #[error("{name} is not on hold")]
     NotHeld { name: String },
     #[error("a hold needs a reason (--reason TEXT)")]
@@ -121,12 +127,69 @@ pub struct Publisher<'a> {
     pub validity_secs: i64,
 }
 
+/// How to publish.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PublishOptions {
+    /// Publish even a commit the ref rejected (lifting the rejection).
+    pub force: bool,
+    /// Roll the release out to this share of machines (0 to 100) first.
+    pub rollout: Option<u8>,
+    /// Every machine must deploy this release before any later one.
+    pub barrier: bool,
+}
+
+/// What `treectl rollout` does to a ref's phased rollout.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RolloutAction {
+    /// Set the wave to this share of machines (0 to 100).
+    Percent(u8),
+    /// No machine starts taking the release.
+    Pause,
+    Resume,
+    /// Every machine takes it: the rollout ends.
+    Complete,
+}
+
+impl std::str::FromStr for RolloutAction {
+    type Err = String;
+
+    /// `PERCENT` (0 to 100, an optional `%`), `pause`, `resume` or
+    /// `complete`.
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "pause" => Ok(RolloutAction::Pause),
+            "resume" => Ok(RolloutAction::Resume),
+            "complete" => Ok(RolloutAction::Complete),
+            _ => match s.strip_suffix('%').unwrap_or(s).parse::<u8>() {
+                Ok(p) if p <= 100 => Ok(RolloutAction::Percent(p)),
+                _ => Err(format!(
+                    "{s:?} is not a rollout action: PERCENT (0 to 100), pause, resume or complete"
+                )),
+            },
+        }
+    }
+}
+
+impl std::fmt::Display for RolloutAction {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RolloutAction::Percent(p) => write!(f, "{p}%"),
+            RolloutAction::Pause => f.write_str("pause"),
+            RolloutAction::Resume => f.write_str("resume"),
+            RolloutAction::Complete => f.write_str("complete"),
+        }
+    }
+}
+
 /// What a publish records about itself besides the commit.
 struct Event<'a> {
     kind: EventKind,
     reason: Option<&'a str>,
     reverts_to: Option<ObjectId>,
     from_ref: Option<&'a str>,
+    rollout: Option<u8>,
+    barrier: bool,
 }
 
 impl Event<'_> {
@@ -136,6 +199,8 @@ impl Event<'_> {
             reason: None,
             reverts_to: None,
             from_ref: None,
+            rollout: None,
+            barrier: false,
         }
     }
 }
@@ -303,6 +368,13 @@ pub fn active_hold<'h>(history: &'h [HistoryEntry], ref_name: &str) -> Option<&'
         .filter(|h| h.kind == EventKind::Hold)
 }
 
+fn check_percent(p: u8) -> Result<(), PublishError> {
+    if p > 100 {
+        return Err(PublishError::BadPercent { percent: p });
+    }
+    Ok(())
+}
+
 fn check_not_held(history: &[HistoryEntry], ref_name: &RefName) -> Result<(), PublishError> {
     match active_hold(history, ref_name.as_str()) {
         Some(h) => Err(PublishError::Held {
@@ -324,13 +396,91 @@ impl Publisher<'_> {
         ref_name: &RefName,
         commit: &ObjectId,
         who: &str,
-        force: bool,
+        opts: &PublishOptions,
     ) -> Result<PublishOutcome, PublishError> {
         let _lock = PublishLock::acquire(self.repo)?;
         recover_locked(self.repo)?;
         check_not_held(&read_history(self.repo)?, ref_name)?;
-        self.check_not_rejected(ref_name, commit, force)?;
-        self.publish_locked(ref_name, commit, who, Event::of(EventKind::Publish))
+        self.check_not_rejected(ref_name, commit, opts.force)?;
+        self.publish_locked(
+            ref_name,
+            commit,
+            who,
+            Event {
+                rollout: opts.rollout,
+                barrier: opts.barrier,
+                ..Event::of(EventKind::Publish)
+            },
+        )
+    }
+
+    /// Changes the phased rollout of `ref_name`'s head: a new index (with
+    /// a higher serial) and a history event; the head does not change.
+    pub fn rollout(
+        &self,
+        ref_name: &RefName,
+        action: RolloutAction,
+        who: &str,
+    ) -> Result<PublishOutcome, PublishError> {
+        if let RolloutAction::Percent(p) = action {
+            check_percent(p)?;
+        }
+        let _lock = PublishLock::acquire(self.repo)?;
+        recover_locked(self.repo)?;
+        let mut index = current_index(self.repo)?;
+        let mut history = read_history(self.repo)?;
+        let entry =
+            index
+                .refs
+                .get_mut(ref_name.as_str())
+                .ok_or_else(|| PublishError::NotPublished {
+                    name: ref_name.to_string(),
+                })?;
+        let not_rolling = || PublishError::NoRollout {
+            name: ref_name.to_string(),
+        };
+        entry.rollout = match (action, entry.rollout) {
+            (RolloutAction::Percent(percent), r) => Some(Rollout {
+                percent,
+                paused: r.is_some_and(|r| r.paused),
+            }),
+            (RolloutAction::Pause, Some(r)) => Some(Rollout { paused: true, ..r }),
+            (RolloutAction::Resume, Some(r)) => Some(Rollout { paused: false, ..r }),
+            (RolloutAction::Complete, Some(_)) => None,
+            (_, None) => return Err(not_rolling()),
+        };
+        let head = entry.commit;
+        let version = entry.version.clone();
+        let last_serial = history.last().map_or(0, |h| h.serial);
+        let serial = index.serial.max(last_serial) + 1;
+        let time = now();
+        let event = HistoryEntry {
+            serial,
+            time,
+            ref_name: ref_name.to_string(),
+            commit: head,
+            kind: EventKind::Rollout,
+            previous: None,
+            reverts_to: None,
+            reason: Some(action.to_string()),
+            who: who.to_owned(),
+            version,
+            from_ref: None,
+            to_ref: None,
+        };
+        index.serial = serial;
+        index.generated = time;
+        index.expires = time + self.validity_secs;
+        index.format = index.required_format();
+        // The index is the commit point; a crash before the history is
+        // rewritten loses only the event line.
+        summary::write_index(self.repo, &SignedIndex::sign(&index, self.key))?;
+        history.push(event.clone());
+        write_history(self.repo, &history)?;
+        Ok(PublishOutcome {
+            entry: event,
+            index_serial: serial,
+        })
     }
 
     fn check_not_rejected(
@@ -599,7 +749,12 @@ impl Publisher<'_> {
             reason,
             reverts_to,
             from_ref,
+            rollout,
+            barrier,
         } = event;
+        if let Some(p) = rollout {
+            check_percent(p)?;
+        }
         let repo = self.repo;
         // Held until the ref moves: prune cannot delete what we check.
         let txn = Transaction::begin(repo)?;
@@ -666,6 +821,17 @@ impl Publisher<'_> {
         .expect("pending serializes");
         write_atomic(&repo.path().join(PENDING_FILE), &pending, repo.fsync())?;
         failpoint::hit("publish-before-index");
+        let mut barriers = index
+            .refs
+            .get(ref_name.as_str())
+            .map(|r| r.barriers.clone())
+            .unwrap_or_default();
+        if barrier {
+            barriers.push(Barrier {
+                commit: *commit_id,
+                serial,
+            });
+        }
         index.serial = serial;
         index.generated = time;
         index.expires = time + self.validity_secs;
@@ -678,8 +844,14 @@ impl Publisher<'_> {
                 version: commit.version().map(str::to_owned),
                 published: time,
                 rejected,
+                rollout: rollout.map(|percent| Rollout {
+                    percent,
+                    paused: false,
+                }),
+                barriers,
             },
         );
+        index.format = index.required_format();
         summary::write_index(repo, &SignedIndex::sign(&index, self.key))?;
         failpoint::hit("publish-after-index");
         history.push(entry.clone());
@@ -766,13 +938,13 @@ mod tests {
         let v1 = commit_tree(&repo, &tmp.path().join("v1"), "v1", "1");
         let v2 = commit_tree(&repo, &tmp.path().join("v2"), "v2", "2");
         assert_eq!(
-            p.publish(&stable, &v1, "alice", false)
+            p.publish(&stable, &v1, "alice", &PublishOptions::default())
                 .expect("v1")
                 .index_serial,
             1
         );
         assert_eq!(
-            p.publish(&stable, &v2, "alice", false)
+            p.publish(&stable, &v2, "alice", &PublishOptions::default())
                 .expect("v2")
                 .index_serial,
             2
@@ -832,6 +1004,12 @@ mod tests {
         assert_eq!(read_history(&repo).expect("history").len(), 3);
     }
 
+    const FORCE: PublishOptions = PublishOptions {
+        force: true,
+        rollout: None,
+        barrier: false,
+    };
+
     #[test]
     fn a_revert_rejects_the_head_and_a_hold_pauses_publishing() {
         let tmp = tempfile::tempdir().expect("tempdir");
@@ -844,8 +1022,10 @@ mod tests {
         let stable = RefName::new("os/stable").expect("valid");
         let v1 = commit_tree(&repo, &tmp.path().join("v1"), "v1", "1");
         let v2 = commit_tree(&repo, &tmp.path().join("v2"), "v2", "2");
-        p.publish(&stable, &v1, "ci", false).expect("v1");
-        p.publish(&stable, &v2, "ci", false).expect("v2");
+        p.publish(&stable, &v1, "ci", &PublishOptions::default())
+            .expect("v1");
+        p.publish(&stable, &v2, "ci", &PublishOptions::default())
+            .expect("v2");
         let revert = p
             .revert(&stable, None, "v2 eats disks", "rel")
             .expect("revert");
@@ -863,13 +1043,16 @@ mod tests {
         assert_eq!(index.format, 1);
 
         // Publishing v2 again is refused with the reason; nothing changes.
-        let err = p.publish(&stable, &v2, "ci", false).expect_err("rejected");
+        let err = p
+            .publish(&stable, &v2, "ci", &PublishOptions::default())
+            .expect_err("rejected");
         assert!(err.to_string().contains("v2 eats disks"), "{err}");
         assert_eq!(current_index(&repo).expect("index"), index);
         assert_eq!(read_history(&repo).expect("history").len(), 3);
         // Another ref may publish it.
         let testing = RefName::new("os/testing").expect("valid");
-        p.publish(&testing, &v2, "ci", false).expect("other ref");
+        p.publish(&testing, &v2, "ci", &PublishOptions::default())
+            .expect("other ref");
 
         // A hold refuses publishes, not reverts; release lifts it.
         assert!(matches!(
@@ -885,10 +1068,12 @@ mod tests {
             Err(PublishError::AlreadyHeld { .. })
         ));
         let before = current_index(&repo).expect("index");
-        let err = p.publish(&stable, &v1, "ci", false).expect_err("held");
+        let err = p
+            .publish(&stable, &v1, "ci", &PublishOptions::default())
+            .expect_err("held");
         assert!(err.to_string().contains("freeze for the launch"), "{err}");
         let err = p
-            .publish(&stable, &v2, "ci", true)
+            .publish(&stable, &v2, "ci", &FORCE)
             .expect_err("held, forced");
         assert!(matches!(err, PublishError::Held { .. }), "{err}");
         assert_eq!(current_index(&repo).expect("index"), before);
@@ -899,7 +1084,7 @@ mod tests {
         ));
 
         // --force publishes a rejected commit and lifts its rejection.
-        let forced = p.publish(&stable, &v2, "ci", true).expect("forced");
+        let forced = p.publish(&stable, &v2, "ci", &FORCE).expect("forced");
         let index = current_index(&repo).expect("index");
         assert_eq!(index.refs["os/stable"].commit, v2);
         assert!(index.refs["os/stable"].rejected.is_empty());
@@ -937,7 +1122,7 @@ mod tests {
         };
         let stable = RefName::new("os/stable").expect("valid");
         assert!(matches!(
-            p.publish(&stable, &v1, "alice", false),
+            p.publish(&stable, &v1, "alice", &PublishOptions::default()),
             Err(PublishError::Incomplete { .. })
         ));
         assert!(summary::read_index(&repo).expect("read").is_none());

@@ -85,6 +85,21 @@ pub struct PublishRequest {
     /// Publish a commit the ref rejected (reverted away from) anyway.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub force: bool,
+    /// Roll the release out to this share of machines first (0 to 100).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollout: Option<u8>,
+    /// Every machine must deploy this release before any later one.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub barrier: bool,
+}
+
+/// `POST /v1/rollout`: change the head's phased rollout. `action` is a
+/// percentage (`"25"`), `"pause"`, `"resume"` or `"complete"`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct RolloutRequest {
+    #[serde(rename = "ref")]
+    pub ref_name: String,
+    pub action: String,
 }
 
 /// `POST /v1/promote`: publish on `to` exactly the commit `from` has now.
@@ -166,6 +181,9 @@ pub enum EventKind {
     /// The commit another ref had was published on this one (`from_ref`),
     /// or this ref's commit was published on another (`to_ref`).
     Promote,
+    /// The head's phased rollout changed (`reason`: `25%`, `pause`,
+    /// `resume`, `complete`).
+    Rollout,
 }
 
 impl EventKind {
@@ -177,6 +195,7 @@ impl EventKind {
             EventKind::Hold => "hold",
             EventKind::Release => "release",
             EventKind::Promote => "promote",
+            EventKind::Rollout => "rollout",
         }
     }
 }

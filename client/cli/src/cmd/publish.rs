@@ -14,10 +14,12 @@ use treectl_store::{ObjectId, Repo};
 use treectl_sysroot::upgrade::{commit_components, component_changes, ComponentChange};
 use treectl_wire::{EventKind, HistoryEntry, PublishResponse};
 
-use crate::cli::TargetArgs;
+use crate::cli::{ReleaseArgs, TargetArgs};
 use crate::output::format_time;
 use treectl_transport::http::is_url;
-use treectl_transport::push::{open_target, PublishTarget, PushPlan};
+use treectl_transport::push::{
+    open_target, PublishOptions, PublishTarget, PushPlan, RolloutAction,
+};
 
 /// The server binary `treectl serve` runs.
 const SERVER_BIN: &str = "treectl-server";
@@ -81,11 +83,39 @@ fn print_outcome(resp: &PublishResponse, json: bool) -> Result<()> {
     Ok(())
 }
 
-pub fn push(src: &Repo, url: &str, name: &str, force: bool, args: &TargetArgs) -> Result<ExitCode> {
+/// The publish options the flags ask for.
+pub fn options(force: bool, release: &ReleaseArgs) -> PublishOptions {
+    PublishOptions {
+        force,
+        rollout: release.rollout,
+        barrier: release.barrier,
+    }
+}
+
+pub fn rollout(url: &str, name: &str, action: &str, args: &TargetArgs) -> Result<ExitCode> {
+    let name = RefName::new(name)?;
+    let action: RolloutAction = action.parse().map_err(anyhow::Error::msg)?;
+    let target = open(url, args)?;
+    let resp = target.rollout(&name, action)?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&resp)?);
+    } else {
+        println!("rollout {name} {action} serial {}", resp.serial);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn push(
+    src: &Repo,
+    url: &str,
+    name: &str,
+    opts: &PublishOptions,
+    args: &TargetArgs,
+) -> Result<ExitCode> {
     let name = RefName::new(name)?;
     let plan = PushPlan::new(src, &name)?;
     let target = open(url, args)?;
-    let out = plan.send(src, target.as_ref(), force)?;
+    let out = plan.send(src, target.as_ref(), opts)?;
     let resp = &out.published;
     if args.json {
         println!(
@@ -115,7 +145,7 @@ pub fn publish(
     url: &str,
     name: &str,
     rev: &str,
-    force: bool,
+    opts: &PublishOptions,
     args: &TargetArgs,
 ) -> Result<ExitCode> {
     let name = RefName::new(name)?;
@@ -129,7 +159,7 @@ pub fn publish(
         })?,
     };
     let target = open(url, args)?;
-    print_outcome(&target.publish(&name, &commit, force)?, args.json)?;
+    print_outcome(&target.publish(&name, &commit, opts)?, args.json)?;
     Ok(ExitCode::SUCCESS)
 }
 

@@ -180,6 +180,8 @@ mod tests {
                 version: None,
                 published: 0,
                 rejected: vec![],
+                rollout: None,
+                barriers: vec![],
             },
         );
         i

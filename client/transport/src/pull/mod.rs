@@ -38,6 +38,7 @@ mod walk;
 use std::time::{Duration, Instant};
 
 use treectl_release::remote::{self, TrustState};
+pub use treectl_release::summary::{Barrier, Rollout};
 use treectl_store::object::Commit;
 use treectl_store::refs::RefName;
 use treectl_store::store::{LockKind, RepoLock};
@@ -75,6 +76,9 @@ pub struct PullOptions {
     /// Use plain GETs even when the server offers the batched fetch.
     pub no_batch: bool,
     pub token: Option<String>,
+    /// Pull this barrier release of the ref (one its index lists in
+    /// `barriers`) instead of its head.
+    pub barrier: Option<ObjectId>,
 }
 
 impl Default for PullOptions {
@@ -94,6 +98,7 @@ impl Default for PullOptions {
             commit_every: 2000,
             no_batch: false,
             token: None,
+            barrier: None,
         }
     }
 }
@@ -176,7 +181,7 @@ pub fn pull(
     let mut source = HttpSource::new(remote.sources(), opts.source_options(), counters)?;
     let target = format!("{remote_name}:{ref_name}");
     let accepted = index::accept(&source, &remote, &trust, ref_name, opts.max_index_bytes)?;
-    let commit_id = accepted.entry.commit;
+    let (commit_id, serial) = target_of(&accepted, opts, &target)?;
     let where_ = format!("pulling {target}");
     verify::commit_signature(&source, accepted.source, &remote, ref_name, &commit_id)
         .map_err(|e| e.context(&where_))?;
@@ -190,20 +195,54 @@ pub fn pull(
     progress.phase("objects");
     let files = fetch::files(repo, &source, &walked.files, opts, counters, &where_)?;
     stage::store(repo, &walked)?;
-    commit::record(repo, remote_name, ref_name, &trust, &accepted)?;
+    commit::record(
+        repo,
+        remote_name,
+        ref_name,
+        &trust,
+        &accepted,
+        (commit_id, serial),
+    )?;
     staging.remove()?;
     progress.finish();
     Ok(PullOutcome {
         remote: remote_name.to_owned(),
         ref_name: ref_name.to_string(),
         commit: commit_id,
-        serial: accepted.index.serial,
-        version: accepted.entry.version.clone(),
+        serial,
+        version: match opts.barrier {
+            None => accepted.entry.version.clone(),
+            Some(_) => repo.read_commit(&commit_id)?.version().map(str::to_owned),
+        },
         unchanged: already == Some(commit_id),
         objects_fetched: walked.fetched + files,
         bytes_fetched: counters.bytes.load(std::sync::atomic::Ordering::Relaxed),
         seconds: started.elapsed().as_secs_f64(),
     })
+}
+
+/// The commit and release serial a pull takes from the accepted index:
+/// the ref's head (at the index serial), or the barrier `opts` names (at
+/// the serial it was published with), which the index must list.
+fn target_of(
+    accepted: &index::Accepted,
+    opts: &PullOptions,
+    target: &str,
+) -> Result<(ObjectId, u64), TransportError> {
+    match opts.barrier {
+        None => Ok((accepted.entry.commit, accepted.index.serial)),
+        Some(b) => accepted
+            .entry
+            .barriers
+            .iter()
+            .find(|x| x.commit == b)
+            .map(|x| (x.commit, x.serial))
+            .ok_or_else(|| {
+                TransportError::Usage(format!(
+                    "{target}: {b} is not a barrier release in the signed index"
+                ))
+            }),
+    }
 }
 
 /// What pulling a ref would download, and the space its new objects take,
@@ -219,6 +258,10 @@ pub struct PullPlan {
     /// The head's commit object.
     #[serde(skip)]
     pub meta: Commit,
+    /// The head's phased rollout, if any.
+    pub rollout: Option<Rollout>,
+    /// The ref's barrier releases.
+    pub barriers: Vec<Barrier>,
     /// Objects the pull will download (the file objects the repository
     /// lacks) and their bytes as sent: the exact object bytes the pull
     /// moves.
@@ -256,7 +299,7 @@ pub fn plan(
     let mut source = HttpSource::new(remote.sources(), opts.source_options(), counters)?;
     let target = format!("{remote_name}:{ref_name}");
     let accepted = index::accept(&source, &remote, &trust, ref_name, opts.max_index_bytes)?;
-    let commit_id = accepted.entry.commit;
+    let (commit_id, serial) = target_of(&accepted, opts, &target)?;
     let where_ = format!("pricing {target}");
     verify::commit_signature(&source, accepted.source, &remote, ref_name, &commit_id)
         .map_err(|e| e.context(&where_))?;
@@ -291,8 +334,10 @@ pub fn plan(
         remote: remote_name.to_owned(),
         ref_name: ref_name.to_string(),
         commit: commit_id,
-        serial: accepted.index.serial,
-        version: accepted.entry.version.clone(),
+        serial,
+        version: meta.version().map(str::to_owned),
+        rollout: accepted.entry.rollout,
+        barriers: accepted.entry.barriers.clone(),
         meta,
         download_objects: walked.files.len() as u64,
         download_bytes: sizes.iter().map(|s| s.wire).sum(),

@@ -8,10 +8,10 @@ use treectl_store::{ObjectId, Repo};
 use treectl_wire::{
     write_pack_end, write_pack_record, write_pack_start, HistoryResponse, HoldRequest,
     MissingRequest, MissingResponse, ObjectRef, PromoteRequest, PublishRequest, PublishResponse,
-    ReleaseRequest, RevertRequest, UploadResponse,
+    ReleaseRequest, RevertRequest, RolloutRequest, UploadResponse,
 };
 
-use super::{PublishTarget, Uploaded};
+use super::{PublishOptions, PublishTarget, RolloutAction, Uploaded};
 use crate::error::TransportError;
 use crate::http::HttpRemote;
 
@@ -82,16 +82,37 @@ impl PublishTarget for HttpTarget {
         &self,
         name: &RefName,
         commit: &ObjectId,
-        force: bool,
+        opts: &PublishOptions,
     ) -> Result<PublishResponse, TransportError> {
         self.remote.post_json(
             "/v1/publish",
             &PublishRequest {
                 ref_name: name.to_string(),
                 commit: *commit,
-                force,
+                force: opts.force,
+                rollout: opts.rollout,
+                barrier: opts.barrier,
             },
             &format!("publishing {name}"),
+        )
+    }
+
+    fn rollout(
+        &self,
+        name: &RefName,
+        action: RolloutAction,
+    ) -> Result<PublishResponse, TransportError> {
+        let action = match action {
+            RolloutAction::Percent(p) => p.to_string(),
+            other => other.to_string(),
+        };
+        self.remote.post_json(
+            "/v1/rollout",
+            &RolloutRequest {
+                ref_name: name.to_string(),
+                action,
+            },
+            &format!("changing the rollout of {name}"),
         )
     }
 

@@ -11,7 +11,7 @@ use treectl_store::store::Transaction;
 use treectl_store::{ObjectId, Repo};
 use treectl_wire::{ObjectRef, PublishResponse};
 
-use super::{PublishTarget, Uploaded};
+use super::{PublishOptions, PublishTarget, RolloutAction, Uploaded};
 use crate::error::TransportError;
 
 /// A local repository, the key that signs what is published there, and
@@ -63,9 +63,18 @@ impl PublishTarget for LocalTarget {
         &self,
         name: &RefName,
         commit: &ObjectId,
-        force: bool,
+        opts: &PublishOptions,
     ) -> Result<PublishResponse, TransportError> {
-        let out = self.publisher().publish(name, commit, &self.who, force)?;
+        let out = self.publisher().publish(name, commit, &self.who, opts)?;
+        Ok(PublishResponse::from(&out.entry))
+    }
+
+    fn rollout(
+        &self,
+        name: &RefName,
+        action: RolloutAction,
+    ) -> Result<PublishResponse, TransportError> {
+        let out = self.publisher().rollout(name, action, &self.who)?;
         Ok(PublishResponse::from(&out.entry))
     }
 

@@ -15,6 +15,7 @@ pub use local::LocalTarget;
 use std::path::Path;
 
 use treectl_release::publish::{self, HistoryEntry};
+pub use treectl_release::publish::{PublishOptions, RolloutAction};
 use treectl_release::sign::SecretKey;
 use treectl_store::object::Commit;
 use treectl_store::refs::{self, RefName};
@@ -31,13 +32,19 @@ pub trait PublishTarget {
     fn missing(&self, objects: &[ObjectRef]) -> Result<Vec<ObjectRef>, TransportError>;
     /// Sends `objects` (in order: children first) from `src`.
     fn upload(&self, src: &Repo, objects: &[ObjectRef]) -> Result<Uploaded, TransportError>;
-    /// Publishes `commit` (already there) as `name`; `force` publishes a
-    /// commit the ref rejected (reverted away from).
+    /// Publishes `commit` (already there) as `name` ([`PublishOptions`]:
+    /// force past a rejection, a phased rollout, a barrier release).
     fn publish(
         &self,
         name: &RefName,
         commit: &ObjectId,
-        force: bool,
+        opts: &PublishOptions,
+    ) -> Result<PublishResponse, TransportError>;
+    /// Changes the phased rollout of `name`'s head.
+    fn rollout(
+        &self,
+        name: &RefName,
+        action: RolloutAction,
     ) -> Result<PublishResponse, TransportError>;
     /// Reverts `name` to `to` (default: the head published before).
     fn revert(
@@ -151,11 +158,11 @@ impl PushPlan {
         &self,
         src: &Repo,
         target: &dyn PublishTarget,
-        force: bool,
+        opts: &PublishOptions,
     ) -> Result<PushOutcome, TransportError> {
         let missing = target.missing(&self.objects)?;
         let up = target.upload(src, &missing)?;
-        let published = target.publish(&self.name, &self.commit, force)?;
+        let published = target.publish(&self.name, &self.commit, opts)?;
         Ok(PushOutcome {
             published,
             objects: self.objects.len(),
