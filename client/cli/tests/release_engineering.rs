@@ -614,3 +614,119 @@ fn phased_rollouts_and_barrier_releases() {
         .collect();
     assert_eq!(kinds, ["pause", "resume", "complete"]);
 }
+
+/// Issue 14, acceptance 1 on composed releases: the revert commit carries
+/// release 1's components (`show --components`, `history --components`,
+/// `log --contains`); the bug was that a revert kept only `version`.
+#[test]
+fn a_revert_of_composed_releases_keeps_their_components() {
+    let s = serve(&[]);
+    let dir = s.w.dir.path().to_owned();
+    let origin = s.w.origin();
+    let o = origin.to_str().unwrap().to_owned();
+    let lock = dir.join("os.lock");
+    let l = lock.to_str().unwrap().to_owned();
+    let base = dir.join("base");
+    std::fs::create_dir_all(base.join("etc")).unwrap();
+    std::fs::write(base.join("etc/os-release"), "ID=test\n").unwrap();
+    cmd(&["--repo", &o, "lock", "add", "--lockfile", &l, "--dir"])
+        .arg(&base)
+        .args(["--name", "base"])
+        .ok();
+    let mut composed = Vec::new();
+    for v in ["1", "2"] {
+        // The app component: a tarball exported from a commit (one URL,
+        // whose content changes between releases).
+        let src = dir.join(format!("app-{v}"));
+        std::fs::create_dir_all(src.join("usr/bin")).unwrap();
+        std::fs::write(src.join("usr/bin/app"), format!("app {v}\n")).unwrap();
+        let r = format!("src/app-{v}");
+        cmd(&["--repo", &o, "commit", "--ref", &r, "--tree"])
+            .arg(&src)
+            .ok();
+        let tar = dir.join("app.tar");
+        cmd(&["--repo", &o, "export", &r, "--format", "tar", "-o"])
+            .arg(&tar)
+            .ok();
+        let sha = treectl_store::ObjectId::of(&std::fs::read(&tar).unwrap()).to_hex();
+        let url = format!("file://{}", tar.display());
+        cmd(&[
+            "--repo",
+            &o,
+            "lock",
+            "add",
+            "--lockfile",
+            &l,
+            "--tar",
+            &url,
+            "--sha256",
+            &sha,
+            "--name",
+            "app",
+            "--version",
+            v,
+        ])
+        .ok();
+        let out = cmd(&[
+            "--repo",
+            &o,
+            "compose",
+            "--json",
+            "--lockfile",
+            &l,
+            "--ref",
+            "os/stable",
+        ])
+        .ok();
+        let report: Value = serde_json::from_str(&out).unwrap();
+        composed.push(report["commit"].as_str().unwrap().to_owned());
+        s.push(&[]).ok();
+    }
+    let out = s
+        .remote("revert", &["--reason", "app 2 crashes", "--json"])
+        .ok();
+    let revert: Value = serde_json::from_str(&out).unwrap();
+    let revert_id = revert["commit"].as_str().unwrap().to_owned();
+
+    let served = dir.join("served");
+    let sv = served.to_str().unwrap();
+    let show = |rev: &str| -> Value {
+        let out = cmd(&["--repo", sv, "show", "--components", "--json", rev]).ok();
+        serde_json::from_str(&out).unwrap()
+    };
+    let v1 = show(&composed[0]);
+    assert_eq!(v1.as_array().unwrap().len(), 2, "{v1}");
+    assert_eq!(
+        show(&revert_id),
+        v1,
+        "the revert ships release 1's components"
+    );
+    assert_ne!(show(&composed[1]), v1);
+
+    let history = s.history_of("os/stable", &["--components"]);
+    let last = history.last().unwrap();
+    assert_eq!(last["kind"], "revert");
+    assert_eq!(
+        last["components"],
+        serde_json::json!([{ "name": "app", "from": "2", "to": "1" }])
+    );
+    let shipped: Vec<String> = s
+        .history_of("os/stable", &["--contains", "app=1"])
+        .iter()
+        .map(|e| e["commit"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(shipped, [composed[0].clone(), revert_id.clone()]);
+    let out = cmd(&[
+        "--repo",
+        sv,
+        "log",
+        "os/stable",
+        "--json",
+        "--contains",
+        "app=1",
+    ])
+    .ok();
+    let list: Vec<Value> = serde_json::from_str(&out).unwrap();
+    let ids: Vec<&str> = list.iter().map(|c| c["commit"].as_str().unwrap()).collect();
+    assert_eq!(ids, [revert_id.as_str(), composed[0].as_str()]);
+}
