@@ -20,8 +20,9 @@ use treectl_store::ObjectKind;
 use treectl_store::Repo;
 use treectl_wire::{
     FetchRequest, HealthResponse, HistoryResponse, HoldRequest, MissingRequest, MissingResponse,
-    ObjectRef, ObjectSize, PackReader, PromoteRequest, PublishRequest, PublishResponse,
-    ReleaseRequest, RevertRequest, RolloutRequest, SizesRequest, SizesResponse, UploadResponse,
+    ObjectRef, ObjectSize, PackReader, PromoteRequest, PublishCheckResponse, PublishRequest,
+    PublishResponse, ReleaseRequest, RevertRequest, RolloutRequest, SizesRequest, SizesResponse,
+    UploadResponse,
 };
 
 use crate::auth::Scope;
@@ -421,6 +422,31 @@ pub async fn promote_ref(
     .await?;
     Metrics::add(&state.metrics.publishes, 1);
     Ok(Json(released(&state, &caller.name, &outcome, "promoted")))
+}
+
+/// Would this publish be refused for a hold or a rejection? Asked by
+/// `push` before it uploads anything.
+pub async fn publish_check(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Json<PublishCheckResponse>, ApiError> {
+    state.auth(&headers, Scope::Publish)?;
+    let req: PublishRequest = read_json(body, &headers, state.limits.max_json_bytes).await?;
+    let name = ref_name(&req.ref_name)?;
+    let st = state.clone();
+    blocking(move || {
+        let opts = publish::PublishOptions {
+            force: req.force,
+            rollout: req.rollout,
+            barrier: req.barrier,
+        };
+        st.publisher()
+            .check_publishable(&name, &req.commit, &opts)
+            .map_err(|e| publish_error("checking a publish", e))
+    })
+    .await?;
+    Ok(Json(PublishCheckResponse { publishable: true }))
 }
 
 pub async fn rollout_ref(

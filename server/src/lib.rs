@@ -190,6 +190,7 @@ pub fn app(state: Arc<AppState>) -> Router {
         .route("/objects/fetch", post(api::fetch))
         .route("/objects/sizes", post(api::sizes))
         .route("/publish", post(api::publish_ref))
+        .route("/publish/check", post(api::publish_check))
         .route("/revert", post(api::revert_ref))
         .route("/promote", post(api::promote_ref))
         .route("/rollout", post(api::rollout_ref))

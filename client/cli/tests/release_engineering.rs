@@ -230,9 +230,16 @@ fn a_hold_pauses_publishing_until_released() {
 
     let before = s.index_bytes();
     let history = s.history();
+    let served = s.w.dir.path().join("served");
+    let objects = object_sizes(&served);
     let v2 = s.w.release("2", 1_700_000_100);
     let err = s.push(&[]).fails();
     assert!(err.contains(reason), "{err}");
+    assert_eq!(
+        object_sizes(&served),
+        objects,
+        "a refused push uploads nothing"
+    );
     let err = s.push(&["--force"]).fails();
     assert!(err.contains(reason), "--force does not lift a hold: {err}");
     let err = s.remote("publish", &[&v2]).fails();

@@ -414,6 +414,25 @@ impl Publisher<'_> {
         )
     }
 
+    /// Whether [`Publisher::publish`] would accept `commit` on `ref_name`
+    /// as far as holds and rejections go (not whether its objects are
+    /// there): what a push asks before uploading anything.
+    pub fn check_publishable(
+        &self,
+        ref_name: &RefName,
+        commit: &ObjectId,
+        opts: &PublishOptions,
+    ) -> Result<(), PublishError> {
+        let _lock = PublishLock::acquire(self.repo)?;
+        recover_locked(self.repo)?;
+        check_not_held(&read_history(self.repo)?, ref_name)?;
+        self.check_not_rejected(ref_name, commit, opts.force)?;
+        if let Some(p) = opts.rollout {
+            check_percent(p)?;
+        }
+        Ok(())
+    }
+
     /// Changes the phased rollout of `ref_name`'s head: a new index (with
     /// a higher serial) and a history event; the head does not change.
     pub fn rollout(

@@ -93,6 +93,14 @@ pub struct PublishRequest {
     pub barrier: bool,
 }
 
+/// The answer to `POST /v1/publish/check` (the body is a
+/// [`PublishRequest`]): the publish would not be refused for a hold or a
+/// rejection. Refusals are errors, as for the publish itself.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct PublishCheckResponse {
+    pub publishable: bool,
+}
+
 /// `POST /v1/rollout`: change the head's phased rollout. `action` is a
 /// percentage (`"25"`), `"pause"`, `"resume"` or `"complete"`.
 #[derive(Clone, Debug, Serialize, Deserialize)]

@@ -7,8 +7,8 @@ use treectl_store::refs::RefName;
 use treectl_store::{ObjectId, Repo};
 use treectl_wire::{
     write_pack_end, write_pack_record, write_pack_start, HistoryResponse, HoldRequest,
-    MissingRequest, MissingResponse, ObjectRef, PromoteRequest, PublishRequest, PublishResponse,
-    ReleaseRequest, RevertRequest, RolloutRequest, UploadResponse,
+    MissingRequest, MissingResponse, ObjectRef, PromoteRequest, PublishCheckResponse,
+    PublishRequest, PublishResponse, ReleaseRequest, RevertRequest, RolloutRequest, UploadResponse,
 };
 
 use super::{PublishOptions, PublishTarget, RolloutAction, Uploaded};
@@ -95,6 +95,31 @@ impl PublishTarget for HttpTarget {
             },
             &format!("publishing {name}"),
         )
+    }
+
+    fn check_publish(
+        &self,
+        name: &RefName,
+        commit: &ObjectId,
+        opts: &PublishOptions,
+    ) -> Result<(), TransportError> {
+        let asked: Result<PublishCheckResponse, _> = self.remote.post_json(
+            "/v1/publish/check",
+            &PublishRequest {
+                ref_name: name.to_string(),
+                commit: *commit,
+                force: opts.force,
+                rollout: opts.rollout,
+                barrier: opts.barrier,
+            },
+            &format!("publishing {name}"),
+        );
+        match asked {
+            Ok(_) => Ok(()),
+            // A server older than the check: the publish itself decides.
+            Err(TransportError::Api { status: 404, .. }) => Ok(()),
+            Err(e) => Err(e),
+        }
     }
 
     fn rollout(

@@ -69,6 +69,15 @@ impl PublishTarget for LocalTarget {
         Ok(PublishResponse::from(&out.entry))
     }
 
+    fn check_publish(
+        &self,
+        name: &RefName,
+        commit: &ObjectId,
+        opts: &PublishOptions,
+    ) -> Result<(), TransportError> {
+        Ok(self.publisher().check_publishable(name, commit, opts)?)
+    }
+
     fn rollout(
         &self,
         name: &RefName,

@@ -40,6 +40,14 @@ pub trait PublishTarget {
         commit: &ObjectId,
         opts: &PublishOptions,
     ) -> Result<PublishResponse, TransportError>;
+    /// Fails as [`PublishTarget::publish`] would for a hold or a
+    /// rejection, before anything is uploaded.
+    fn check_publish(
+        &self,
+        name: &RefName,
+        commit: &ObjectId,
+        opts: &PublishOptions,
+    ) -> Result<(), TransportError>;
     /// Changes the phased rollout of `name`'s head.
     fn rollout(
         &self,
@@ -160,6 +168,8 @@ impl PushPlan {
         target: &dyn PublishTarget,
         opts: &PublishOptions,
     ) -> Result<PushOutcome, TransportError> {
+        // A held ref or a rejected commit: refused before any upload.
+        target.check_publish(&self.name, &self.commit, opts)?;
         let missing = target.missing(&self.objects)?;
         let up = target.upload(src, &missing)?;
         let published = target.publish(&self.name, &self.commit, opts)?;
