@@ -299,10 +299,16 @@ pub fn deploy_commit(
     clear_floor: bool,
     kargs: Option<Vec<String>>,
 ) -> Result<Deployment> {
-    if let Some(o) = &origin {
+    let mut state = read_state(sysroot)?;
+    // Never move to a rejected commit; redeploying the default itself (a
+    // kernel argument edit on a machine still running it) is no move.
+    let is_default = state
+        .deployments
+        .first()
+        .is_some_and(|d| d.commit == commit.to_hex());
+    if let (Some(o), false) = (&origin, is_default) {
         crate::source::check_not_rejected(sysroot, o, commit)?;
     }
-    let mut state = read_state(sysroot)?;
     collect_garbage(sysroot, &state)?;
     if switch == Switch::Stage {
         sysroot.check_free_space()?;
