@@ -742,3 +742,30 @@ fn a_revert_of_composed_releases_keeps_their_components() {
     let ids: Vec<&str> = list.iter().map(|c| c["commit"].as_str().unwrap()).collect();
     assert_eq!(ids, [revert_id.as_str(), composed[0].as_str()]);
 }
+
+/// A machine still running the reverted release may change its kernel
+/// arguments (no move to another commit), but not deploy the rejected
+/// commit anew over another default.
+#[test]
+fn a_machine_on_the_rejected_release_can_still_edit_its_kargs() {
+    let (s, _v1) = setup();
+    let v2 = s.w.release("2", 1_700_000_100);
+    s.push(&[]).ok();
+    cmd(&["upgrade", "--sysroot", &s.sr()]).ok();
+    s.remote("revert", &["--reason", "v2 is bad"]).ok();
+    cmd(&["upgrade", "--check", "--sysroot", &s.sr()]).code(10);
+    cmd(&["kargs", "--append", "quiet", "--sysroot", &s.sr()]).ok();
+    let listed = s.w.listed();
+    assert_eq!(listed[0]["commit"], v2.as_str());
+    assert!(
+        listed[0]["kargs"]
+            .as_array()
+            .unwrap()
+            .contains(&"quiet".into()),
+        "{listed:?}"
+    );
+    cmd(&["upgrade", "--sysroot", &s.sr()]).ok();
+    assert_ne!(s.w.listed()[0]["commit"], v2.as_str(), "the revert");
+    let err = cmd(&["deploy", &v2, "--sysroot", &s.sr()]).fails();
+    assert!(err.contains("v2 is bad"), "{err}");
+}
