@@ -769,3 +769,41 @@ fn a_machine_on_the_rejected_release_can_still_edit_its_kargs() {
     let err = cmd(&["deploy", &v2, "--sysroot", &s.sr()]).fails();
     assert!(err.contains("v2 is bad"), "{err}");
 }
+
+/// Issue 14, acceptance 4 with the real client and server: 1,000
+/// simulated machine ids ask `upgrade --check` about a release published
+/// with `--rollout 10`; between 7% and 13% are told to upgrade, and each
+/// answer agrees with the documented bucket function.
+#[test]
+fn a_ten_percent_rollout_reaches_about_a_tenth_of_a_simulated_fleet() {
+    let (s, _v1) = setup();
+    let v2 = s.w.release("2", 1_700_000_100);
+    s.push(&["--rollout", "10"]).ok();
+    let c = treectl_store::ObjectId::from_hex(&v2).unwrap();
+    let sr = s.w.sr();
+    let started = std::time::Instant::now();
+    let mut upgrading = 0;
+    for i in 0..1000u32 {
+        let id = format!("{:032x}", u128::from(i).wrapping_mul(0x9e37_79b9_7f4a_7c15));
+        let out = cmd(&["upgrade", "--check", "--sysroot", &sr])
+            .env("TREECTL_MACHINE_ID", &id)
+            .run();
+        let code = out.status.code();
+        let expected =
+            treectl_sysroot::rollout::in_wave(treectl_sysroot::rollout::bucket(&id, &c), 10);
+        assert_eq!(
+            code,
+            Some(if expected { 10 } else { 0 }),
+            "{id}: {}",
+            out.stderr
+        );
+        if code == Some(10) {
+            upgrading += 1;
+        }
+    }
+    eprintln!(
+        "{upgrading} of 1000 simulated machines in a 10% wave ({:?} for 1000 checks)",
+        started.elapsed()
+    );
+    assert!((70..=130).contains(&upgrading), "{upgrading} of 1000");
+}
