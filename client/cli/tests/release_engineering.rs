@@ -303,6 +303,7 @@ fn promote_publishes_the_same_commit_and_never_goes_backwards() {
     assert_eq!(last["kind"], "promote");
     assert_eq!(last["from_ref"], "os/testing");
     assert_eq!(last["previous"], v1.as_str());
+    assert_eq!(last["version"], "2", "history shows the version");
     assert_eq!(
         last["components"],
         serde_json::json!([{ "name": "tool", "from": "1", "to": "2" }])
