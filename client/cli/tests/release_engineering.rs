@@ -808,3 +808,60 @@ fn a_ten_percent_rollout_reaches_about_a_tenth_of_a_simulated_fleet() {
     );
     assert!((70..=130).contains(&upgrading), "{upgrading} of 1000");
 }
+
+/// Pricing against a static mirror (nginx serving the repository): no
+/// sizes API, so the check asks `HEAD` for each missing file object. The
+/// download bytes are still exact (the `.filez` files the machine then
+/// stored), the disk is unknown (`null`).
+#[test]
+fn updates_are_priced_against_a_static_mirror_too() {
+    if !treectl_e2e::require("nginx", "to price an update from a static mirror") {
+        return;
+    }
+    let s = serve(&[]);
+    s.w.release("1", 1_700_000_000);
+    s.push(&[]).ok();
+    let dir = s.w.dir.path().to_owned();
+    let served = dir.join("served");
+    let nginx = treectl_e2e::nginx::Nginx::start(&dir.join("nginx"), &served);
+    cmd(&[
+        "install",
+        "--sysroot",
+        &s.w.sr(),
+        "--url",
+        &nginx.url(),
+        "--trusted-key",
+    ])
+    .arg(dir.join("release.key.pub"))
+    .arg("origin:os/stable")
+    .ok();
+    let v2 = s.w.release("2", 1_700_000_100);
+    s.push(&[]).ok();
+    let out = cmd(&["upgrade", "--check", "--json", "--sysroot", &s.w.sr()])
+        .code(10)
+        .stdout;
+    let v: Value = serde_json::from_str(&out).unwrap();
+    let price = &v["price"];
+    let download = price["download_bytes"].as_u64().expect("download_bytes");
+    assert!(download > 0, "{price}");
+    assert!(price["disk_bytes"].is_null(), "{price}");
+    let text = cmd(&["upgrade", "--preview", "--sysroot", &s.w.sr()])
+        .code(10)
+        .stdout;
+    assert!(text.contains("disk: an unknown amount of bytes"), "{text}");
+
+    let repo = s.w.sysroot_repo();
+    let before = object_sizes(&repo);
+    cmd(&["upgrade", "--sysroot", &s.w.sr()]).ok();
+    assert_eq!(s.w.listed()[0]["commit"], v2.as_str());
+    let moved: u64 = object_sizes(&repo)
+        .keys()
+        .filter(|p| !before.contains_key(*p))
+        .filter(|p| p.extension().is_some_and(|e| e == "file"))
+        .map(|p| {
+            let rel = p.strip_prefix(&repo).unwrap().with_extension("filez");
+            std::fs::metadata(served.join(rel)).unwrap().len()
+        })
+        .sum();
+    assert_eq!(moved, download, "the .filez the mirror served");
+}
