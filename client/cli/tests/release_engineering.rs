@@ -357,6 +357,7 @@ fn history_by_component_reads_only_commit_objects() {
     let started = std::time::Instant::now();
     let entries = s.history_of("os/stable", &["--components"]);
     let elapsed = started.elapsed();
+    eprintln!("history --components, 20 releases: {elapsed:?}");
     assert!(
         elapsed.as_secs_f64() < 1.0,
         "history --components took {elapsed:?}"
@@ -376,6 +377,7 @@ fn history_by_component_reads_only_commit_objects() {
     let started = std::time::Instant::now();
     let found = s.history_of("os/stable", &["--contains", "tool=7"]);
     let elapsed = started.elapsed();
+    eprintln!("history --contains, 20 releases: {elapsed:?}");
     assert!(
         elapsed.as_secs_f64() < 1.0,
         "history --contains took {elapsed:?}"
