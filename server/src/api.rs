@@ -13,13 +13,16 @@ use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use tokio::io::AsyncWriteExt;
 use tokio_util::io::ReaderStream;
-use treectl_release::publish::{self, EventKind, PublishOutcome};
+use treectl_release::publish::{self, EventKind, HistoryEntry, PublishOutcome};
 use treectl_store::refs::RefName;
 use treectl_store::store::Transaction;
+use treectl_store::ObjectKind;
 use treectl_store::Repo;
 use treectl_wire::{
-    FetchRequest, HealthResponse, HistoryResponse, MissingRequest, MissingResponse, PackReader,
-    PublishRequest, PublishResponse, RevertRequest, UploadResponse,
+    FetchRequest, HealthResponse, HistoryResponse, HoldRequest, MissingRequest, MissingResponse,
+    ObjectRef, ObjectSize, PackReader, PromoteRequest, PublishCheckResponse, PublishRequest,
+    PublishResponse, ReleaseRequest, RevertRequest, RolloutRequest, SizesRequest, SizesResponse,
+    UploadResponse,
 };
 
 use crate::auth::Scope;
@@ -202,6 +205,59 @@ pub async fn upload(
     }
 }
 
+/// The wire-form and content sizes of objects, so a client can price a
+/// pull before downloading anything (see `docs/http-api.md`).
+pub async fn sizes(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Json<SizesResponse>, ApiError> {
+    state.auth_read(&headers)?;
+    let req: SizesRequest = read_json(body, &headers, state.limits.max_json_bytes).await?;
+    if req.objects.len() > MAX_OBJECTS_PER_REQUEST {
+        return Err(ApiError::bad_request(format!(
+            "{} objects in one request; at most {MAX_OBJECTS_PER_REQUEST}",
+            req.objects.len()
+        )));
+    }
+    let repo = state.repo.clone();
+    let sizes = blocking(move || {
+        req.objects
+            .iter()
+            .map(|o| {
+                if !repo.has_object(&o.id, o.kind) {
+                    return Err(ApiError::not_found(format!(
+                        "{} object {} is not in the repository",
+                        o.kind, o.id
+                    )));
+                }
+                object_size(&repo, o).map_err(|e| repo_error("sizing an object", e))
+            })
+            .collect::<Result<Vec<_>, _>>()
+    })
+    .await?;
+    Ok(Json(SizesResponse { sizes }))
+}
+
+/// An object's wire size (its file's size in an archive repository) and,
+/// for a file object, its content size (from its header alone).
+fn object_size(repo: &Repo, o: &ObjectRef) -> Result<ObjectSize, treectl_store::Error> {
+    let wire = match repo.mode() {
+        treectl_store::RepoMode::Archive => {
+            let path = repo.object_path(&o.id, o.kind);
+            std::fs::metadata(&path)
+                .map_err(treectl_store::Error::io("reading the size of", &path))?
+                .len()
+        }
+        _ => repo.read_wire_form(&o.id, o.kind)?.len() as u64,
+    };
+    let content = match o.kind {
+        ObjectKind::File => Some(repo.read_file_header(&o.id)?.size),
+        _ => None,
+    };
+    Ok(ObjectSize { wire, content })
+}
+
 /// Streams the requested objects as one pack (see `docs/http-api.md`).
 pub async fn fetch(
     State(state): State<Arc<AppState>>,
@@ -240,21 +296,28 @@ pub async fn fetch(
         // incomplete; an error sending means the client went away.
         // Objects in `buf`, counted as fetched once sent.
         let mut unsent = 0;
-        let mut send = |buf: &mut Vec<u8>, unsent: &mut u64| -> bool {
-            let ok = rt.block_on(writer.write_all(buf)).is_ok();
-            if ok {
-                Metrics::add(&metrics.metrics.objects_fetched, *unsent);
-            }
-            *unsent = 0;
-            buf.clear();
-            ok
-        };
+        // The kinds and sizes of the objects in `buf`.
+        let mut pending: Vec<(ObjectKind, u64)> = Vec::new();
+        let mut send =
+            |buf: &mut Vec<u8>, unsent: &mut u64, pending: &mut Vec<(ObjectKind, u64)>| -> bool {
+                let ok = rt.block_on(writer.write_all(buf)).is_ok();
+                if ok {
+                    Metrics::add(&metrics.metrics.objects_fetched, *unsent);
+                    for (kind, len) in pending.iter() {
+                        metrics.metrics.object_sent(*kind, *len);
+                    }
+                }
+                *unsent = 0;
+                pending.clear();
+                buf.clear();
+                ok
+            };
         for o in req.objects {
             let data = match repo.read_wire_form(&o.id, o.kind) {
                 Ok(d) => d,
                 Err(e) => {
                     tracing::warn!(object = %o.id, error = %e, "batched fetch cut short");
-                    send(&mut buf, &mut unsent);
+                    send(&mut buf, &mut unsent, &mut pending);
                     return;
                 }
             };
@@ -265,12 +328,13 @@ pub async fn fetch(
             ));
             buf.extend_from_slice(&data);
             unsent += 1;
-            if buf.len() >= PIECE && !send(&mut buf, &mut unsent) {
+            pending.push((o.kind, data.len() as u64));
+            if buf.len() >= PIECE && !send(&mut buf, &mut unsent, &mut pending) {
                 return;
             }
         }
         buf.push(treectl_wire::PACK_END);
-        if send(&mut buf, &mut unsent) {
+        if send(&mut buf, &mut unsent, &mut pending) {
             let _ = rt.block_on(writer.shutdown());
         }
     });
@@ -294,8 +358,13 @@ pub async fn publish_ref(
     let st = state.clone();
     let who = caller.name.clone();
     let outcome = blocking(move || {
+        let opts = publish::PublishOptions {
+            force: req.force,
+            rollout: req.rollout,
+            barrier: req.barrier,
+        };
         st.publisher()
-            .publish(&name, &req.commit, &who)
+            .publish(&name, &req.commit, &who, &opts)
             .map_err(|e| publish_error("publishing", e))
     })
     .await?;
@@ -328,6 +397,119 @@ pub async fn revert_ref(
     debug_assert_eq!(outcome.entry.kind, EventKind::Revert);
     Metrics::add(&state.metrics.reverts, 1);
     Ok(Json(released(&state, &caller.name, &outcome, "reverted")))
+}
+
+pub async fn promote_ref(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Json<PublishResponse>, ApiError> {
+    let caller = state.auth(&headers, Scope::Publish)?;
+    let req: PromoteRequest = read_json(body, &headers, state.limits.max_json_bytes).await?;
+    let from = ref_name(&req.from)?;
+    let to = ref_name(&req.to)?;
+    if from == to {
+        return Err(ApiError::bad_request("promote needs two different refs"));
+    }
+    let _guard = state.write_lock.lock().await;
+    let st = state.clone();
+    let who = caller.name.clone();
+    let outcome = blocking(move || {
+        st.publisher()
+            .promote(&from, &to, &who, req.force)
+            .map_err(|e| publish_error("promoting", e))
+    })
+    .await?;
+    Metrics::add(&state.metrics.publishes, 1);
+    Ok(Json(released(&state, &caller.name, &outcome, "promoted")))
+}
+
+/// Would this publish be refused for a hold or a rejection? Asked by
+/// `push` before it uploads anything.
+pub async fn publish_check(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Json<PublishCheckResponse>, ApiError> {
+    state.auth(&headers, Scope::Publish)?;
+    let req: PublishRequest = read_json(body, &headers, state.limits.max_json_bytes).await?;
+    let name = ref_name(&req.ref_name)?;
+    let st = state.clone();
+    blocking(move || {
+        let opts = publish::PublishOptions {
+            force: req.force,
+            rollout: req.rollout,
+            barrier: req.barrier,
+        };
+        st.publisher()
+            .check_publishable(&name, &req.commit, &opts)
+            .map_err(|e| publish_error("checking a publish", e))
+    })
+    .await?;
+    Ok(Json(PublishCheckResponse { publishable: true }))
+}
+
+pub async fn rollout_ref(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Json<PublishResponse>, ApiError> {
+    let caller = state.auth(&headers, Scope::Publish)?;
+    let req: RolloutRequest = read_json(body, &headers, state.limits.max_json_bytes).await?;
+    let name = ref_name(&req.ref_name)?;
+    let action: publish::RolloutAction = req.action.parse().map_err(ApiError::bad_request)?;
+    let _guard = state.write_lock.lock().await;
+    let st = state.clone();
+    let who = caller.name.clone();
+    let outcome = blocking(move || {
+        st.publisher()
+            .rollout(&name, action, &who)
+            .map_err(|e| publish_error("changing the rollout", e))
+    })
+    .await?;
+    Ok(Json(released(&state, &caller.name, &outcome, "rollout")))
+}
+
+pub async fn hold_ref(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Json<HistoryEntry>, ApiError> {
+    let caller = state.auth(&headers, Scope::Publish)?;
+    let req: HoldRequest = read_json(body, &headers, state.limits.max_json_bytes).await?;
+    let name = ref_name(&req.ref_name)?;
+    let _guard = state.write_lock.lock().await;
+    let st = state.clone();
+    let who = caller.name.clone();
+    let entry = blocking(move || {
+        st.publisher()
+            .hold(&name, &req.reason, &who)
+            .map_err(|e| publish_error("holding", e))
+    })
+    .await?;
+    tracing::info!(who = caller.name, r#ref = %entry.ref_name, reason = entry.reason.as_deref().unwrap_or(""), "held");
+    Ok(Json(entry))
+}
+
+pub async fn release_ref(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Json<HistoryEntry>, ApiError> {
+    let caller = state.auth(&headers, Scope::Publish)?;
+    let req: ReleaseRequest = read_json(body, &headers, state.limits.max_json_bytes).await?;
+    let name = ref_name(&req.ref_name)?;
+    let _guard = state.write_lock.lock().await;
+    let st = state.clone();
+    let who = caller.name.clone();
+    let entry = blocking(move || {
+        st.publisher()
+            .release(&name, &who)
+            .map_err(|e| publish_error("releasing", e))
+    })
+    .await?;
+    tracing::info!(who = caller.name, r#ref = %entry.ref_name, "released");
+    Ok(Json(entry))
 }
 
 /// Records a publish or revert in the metrics and the log; the response.

@@ -94,7 +94,15 @@ pub fn publish_error(context: &str, err: PublishError) -> ApiError {
     match err {
         PublishError::Incomplete { .. }
         | PublishError::NothingToRevertTo { .. }
-        | PublishError::AlreadyAt { .. } => ApiError::new(StatusCode::CONFLICT, err.to_string()),
+        | PublishError::AlreadyAt { .. }
+        | PublishError::Rejected { .. }
+        | PublishError::Held { .. }
+        | PublishError::AlreadyHeld { .. }
+        | PublishError::NotHeld { .. }
+        | PublishError::Backwards { .. }
+        | PublishError::NoRollout { .. } => ApiError::new(StatusCode::CONFLICT, err.to_string()),
+        PublishError::BadPercent { .. } => ApiError::bad_request(err.to_string()),
+        PublishError::NoReason => ApiError::bad_request(err.to_string()),
         PublishError::NotPublished { .. } => ApiError::not_found(err.to_string()),
         PublishError::Repo(e) => repo_error(context, e),
         other => ApiError::internal(context, &other),

@@ -188,6 +188,17 @@ pub async fn serve_file(
             .map_err(|e| ApiError::internal("seeking in a repository file", &e))?;
     }
     Metrics::add(&state.metrics.file_bytes, len);
+    if class == FileClass::Object {
+        if let Some((_, kind)) = rel
+            .split('/')
+            .collect::<Vec<_>>()
+            .as_slice()
+            .get(1..3)
+            .and_then(|p| parse_object_name(p[0], p[1], state.repo.mode()))
+        {
+            state.metrics.object_sent(kind, len);
+        }
+    }
     let body = Body::from_stream(ReaderStream::with_capacity(file.take(len), 64 * 1024));
     Ok(builder.body(body).expect("valid response").into_response())
 }

@@ -18,6 +18,12 @@ pub struct Metrics {
     pub upload_bytes: AtomicU64,
     pub uploads_rejected: AtomicU64,
     pub objects_fetched: AtomicU64,
+    /// Objects sent (GET of an object file or the batched fetch), by kind.
+    pub file_objects_sent: AtomicU64,
+    pub meta_objects_sent: AtomicU64,
+    /// Their bytes (wire form; a range request counts what it sent).
+    pub file_object_bytes_sent: AtomicU64,
+    pub meta_object_bytes_sent: AtomicU64,
     pub publishes: AtomicU64,
     pub reverts: AtomicU64,
     pub auth_failures: AtomicU64,
@@ -37,6 +43,18 @@ impl Metrics {
             _ => &self.responses_5xx,
         };
         Metrics::add(c, 1);
+    }
+
+    /// Counts one object sent (`bytes` of its wire form).
+    pub fn object_sent(&self, kind: treectl_store::ObjectKind, bytes: u64) {
+        let (n, b) = match kind {
+            treectl_store::ObjectKind::File => {
+                (&self.file_objects_sent, &self.file_object_bytes_sent)
+            }
+            _ => (&self.meta_objects_sent, &self.meta_object_bytes_sent),
+        };
+        Metrics::add(n, 1);
+        Metrics::add(b, bytes);
     }
 
     /// The Prometheus text exposition.
@@ -77,6 +95,22 @@ impl Metrics {
             "treectl_file_bytes_sent_total",
             "Bytes of repository files served.",
             &[("", get(&self.file_bytes))],
+        );
+        counter(
+            "treectl_objects_sent_total",
+            "Objects sent, as files or in batched fetches, by kind (file; tree, dirmeta and commit).",
+            &[
+                ("{kind=\"file\"}", get(&self.file_objects_sent)),
+                ("{kind=\"meta\"}", get(&self.meta_objects_sent)),
+            ],
+        );
+        counter(
+            "treectl_object_bytes_sent_total",
+            "Bytes of objects sent, as files or in batched fetches, by kind.",
+            &[
+                ("{kind=\"file\"}", get(&self.file_object_bytes_sent)),
+                ("{kind=\"meta\"}", get(&self.meta_object_bytes_sent)),
+            ],
         );
         counter(
             "treectl_objects_received_total",

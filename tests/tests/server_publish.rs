@@ -157,8 +157,15 @@ fn journey(work: &Path, v1: &Path, v2: &Path) {
     let text = treectl(["history", &url, "os/stable"]).ok();
     assert!(text.contains(reason), "{text}");
 
-    // Pushing again uploads nothing: every object is already there.
+    // Pushing the reverted release again is refused with the revert's
+    // reason (issue 14: a revert holds) ...
     let err = treectl_in(&src, ["push", &url, "os/stable", "--token-file"])
+        .arg(&token_file)
+        .fails();
+    assert!(err.contains(reason) && err.contains("--force"), "{err}");
+    assert_eq!(fetch_index(&server, &public).serial, i3.serial);
+    // ... and with --force it uploads nothing: every object is there.
+    let err = treectl_in(&src, ["push", &url, "os/stable", "--force", "--token-file"])
         .arg(&token_file)
         .code(0)
         .stderr;

@@ -127,6 +127,7 @@ fn the_library_installs_upgrades_stages_finalizes_and_rolls_back() {
     let staged = UpgradeOptions {
         mode: UpgradeMode::Stage,
         allow_downgrade: false,
+        ignore_rollout: false,
         pull: pull.clone(),
     };
     let out = upgrade(&sr, &staged, &Silent::default()).unwrap();

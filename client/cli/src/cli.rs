@@ -36,9 +36,12 @@ pub enum Command {
     /// Show a ref's history, newest first
     Log {
         rev: String,
-        /// At most this many commits
+        /// At most this many commits (counted after --contains)
         #[arg(short = 'n', long)]
         max_count: Option<usize>,
+        /// Only commits that ship component NAME (at VERSION), read from their metadata
+        #[arg(long, value_name = "NAME[=VERSION]")]
+        contains: Option<String>,
         #[arg(long)]
         json: bool,
     },
@@ -66,9 +69,13 @@ pub enum Command {
     Cat { rev: String, path: String },
     /// List the paths that differ between two commits
     Diff {
+        /// A revision; with --components and three arguments, the server URL or repository path
         from: String,
         to: String,
-        /// Compare the components of two composed commits instead of paths
+        /// With --components: the second revision, when the first argument is a URL or path
+        #[arg(requires = "components")]
+        third: Option<String>,
+        /// Compare the components of two commits instead of paths (from commit objects alone)
         #[arg(long)]
         components: bool,
         #[arg(long)]
@@ -173,6 +180,11 @@ pub enum Command {
         /// Server URL (http://, https://) or local repository path
         url: String,
         r#ref: String,
+        /// Publish even a commit the ref was reverted away from (lifts its rejection)
+        #[arg(long)]
+        force: bool,
+        #[command(flatten)]
+        release: ReleaseArgs,
         #[command(flatten)]
         target: TargetArgs,
     },
@@ -182,6 +194,37 @@ pub enum Command {
         r#ref: String,
         /// A commit id, or (with --repo) any revision of the local repository
         rev: String,
+        /// Publish even a commit the ref was reverted away from (lifts its rejection)
+        #[arg(long)]
+        force: bool,
+        #[command(flatten)]
+        release: ReleaseArgs,
+        #[command(flatten)]
+        target: TargetArgs,
+    },
+    /// Change the phased rollout of REF's head: a PERCENT of machines, pause, resume or complete
+    Rollout {
+        url: String,
+        r#ref: String,
+        /// PERCENT (0 to 100), pause, resume or complete
+        action: String,
+        #[command(flatten)]
+        target: TargetArgs,
+    },
+    /// Pause every publish of REF (pushes and publishes are refused with the reason) until `release`
+    Hold {
+        url: String,
+        r#ref: String,
+        /// Why (shown to everyone whose publish is refused, and in the history)
+        #[arg(long, value_name = "TEXT")]
+        reason: String,
+        #[command(flatten)]
+        target: TargetArgs,
+    },
+    /// Lift the hold on REF
+    Release {
+        url: String,
+        r#ref: String,
         #[command(flatten)]
         target: TargetArgs,
     },
@@ -203,10 +246,27 @@ pub enum Command {
     Remote(RemoteCommand),
     /// Fetch a published ref (REMOTE:REF) with full verification into refs/remotes/REMOTE/REF
     Pull(PullArgs),
-    /// List every publish and revert of REF, oldest first
+    /// List every publish, revert, hold and release of REF, oldest first
     History {
         url: String,
         r#ref: String,
+        /// Under each release, the components it changed (from commit objects alone)
+        #[arg(long)]
+        components: bool,
+        /// Only releases that shipped component NAME (at VERSION)
+        #[arg(long, value_name = "NAME[=VERSION]")]
+        contains: Option<String>,
+        #[command(flatten)]
+        target: TargetArgs,
+    },
+    /// Publish on TO exactly the commit FROM has now (no rebuild), with a history entry on both
+    Promote {
+        url: String,
+        from: String,
+        to: String,
+        /// Promote even a commit TO was reverted away from
+        #[arg(long)]
+        force: bool,
         #[command(flatten)]
         target: TargetArgs,
     },
@@ -288,6 +348,17 @@ pub struct PullArgs {
     /// Progress and the result as JSON lines on stdout
     #[arg(long)]
     pub json: bool,
+}
+
+/// How a release is published.
+#[derive(Args, Debug)]
+pub struct ReleaseArgs {
+    /// Roll the release out to PERCENT of machines first (see `treectl rollout`)
+    #[arg(long, value_name = "PERCENT", value_parser = clap::value_parser!(u8).range(0..=100))]
+    pub rollout: Option<u8>,
+    /// Every machine must deploy this release before any later one
+    #[arg(long)]
+    pub barrier: bool,
 }
 
 /// Options shared by the commands that talk to a server or a local repository.

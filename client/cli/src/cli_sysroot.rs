@@ -156,6 +156,9 @@ pub struct UpgradeArgs {
     /// Accept a head older than the default deployment (a replay or a reset ref)
     #[arg(long)]
     pub allow_downgrade: bool,
+    /// Take a release that is being rolled out in waves now, whatever this machine's wave
+    #[arg(long)]
+    pub ignore_rollout: bool,
     #[arg(long)]
     pub json: bool,
     #[command(flatten)]

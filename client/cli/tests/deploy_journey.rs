@@ -203,13 +203,16 @@ fn older_heads_are_refused_and_rollback_is_sticky() {
     assert_eq!(w.listed()[0]["commit"], v2.as_str());
     assert_eq!(w.listed().len(), 2);
 
-    // A plain older commit (an earlier timestamp) on top of the ref.
+    // A plain older commit (an earlier timestamp) that does not descend
+    // from the default: the ref reset to v1 and a new commit on top of it.
+    // (One that descends from the default is newer whatever its clock
+    // says: see same_second_and_skewed_releases_are_newer.)
     cmd(&[
         "--repo",
         w.origin().to_str().unwrap(),
         "reset",
         "os/stable",
-        &v2,
+        &v1,
     ])
     .ok();
     let old = w.release("0.9", 1_600_000_000);
@@ -230,6 +233,42 @@ fn older_heads_are_refused_and_rollback_is_sticky() {
     let v4 = w.release("4", 1_700_400_000);
     cmd(&["upgrade", "--sysroot", &w.sr()]).ok();
     assert_eq!(w.listed()[0]["commit"], v4.as_str());
+}
+
+/// Regression: without a release serial (a local-repository origin),
+/// releases were ordered by commit time alone and a tie was "not newer",
+/// so v2 committed in the same second as v1 was refused as a downgrade.
+/// The order is serial, then ancestry, then time.
+#[test]
+fn same_second_and_skewed_releases_are_newer() {
+    let w = World::new();
+    let v1 = w.release("1", 1_700_000_000);
+    w.install();
+    let v2 = w.release("2", 1_700_000_000);
+    let check = cmd(&["upgrade", "--check", "--sysroot", &w.sr()]).run();
+    assert_eq!(check.status.code(), Some(10), "same second: an update");
+    cmd(&["upgrade", "--sysroot", &w.sr()]).ok();
+    assert_eq!(w.listed()[0]["commit"], v2.as_str());
+    assert_eq!(w.listed()[1]["commit"], v1.as_str());
+
+    // A builder with a clock behind: an earlier timestamp on top of v2.
+    let v3 = w.release("3", 1_600_000_000);
+    cmd(&["upgrade", "--sysroot", &w.sr()]).ok();
+    assert_eq!(w.listed()[0]["commit"], v3.as_str());
+
+    // The ref moved back to v2, which v3 descends from: older, although
+    // its clock is later than v3's.
+    cmd(&[
+        "--repo",
+        w.origin().to_str().unwrap(),
+        "reset",
+        "os/stable",
+        &v2,
+    ])
+    .ok();
+    let err = cmd(&["upgrade", "--sysroot", &w.sr()]).fails();
+    assert!(err.contains("--allow-downgrade"), "{err}");
+    assert_eq!(w.listed()[0]["commit"], v3.as_str());
 }
 
 #[test]

@@ -366,6 +366,15 @@ pub fn deploy_commit(
     kargs: Option<Vec<String>>,
 ) -> Result<Deployment> {
     let mut state = read_state(sysroot)?;
+    // Never move to a rejected commit; redeploying the default itself (a
+    // kernel argument edit on a machine still running it) is no move.
+    let is_default = state
+        .deployments
+        .first()
+        .is_some_and(|d| d.commit == commit.to_hex());
+    if let (Some(o), false) = (&origin, is_default) {
+        crate::source::check_not_rejected(sysroot, o, commit)?;
+    }
     collect_garbage(sysroot, &state)?;
     if switch == Switch::Stage {
         sysroot.check_free_space()?;

@@ -175,9 +175,19 @@ pub fn finalize_staged(sysroot: &Sysroot) -> Result<Option<Deployment>> {
         remove_staged(sysroot)?;
         return Ok(Some(d));
     }
+    let commit = commit_id(sysroot, &d)?;
+    // Rejected since it was staged (an upgrade --check or pull brought the
+    // revert): it is not swapped in, and the stage is dropped.
+    if let Some(o) = &d.origin {
+        if let Err(e) = crate::source::check_not_rejected(sysroot, o, &commit) {
+            if matches!(e, SysrootError::Rejected { .. }) {
+                remove_staged(sysroot)?;
+            }
+            return Err(e);
+        }
+    }
     let dep = d.path(sysroot);
     let repo = sysroot.open_repo()?;
-    let commit = commit_id(sysroot, &d)?;
     // Leftovers of an interrupted finalize.
     remove_tree(&dep.join("etc.final"))?;
     let report = write_etc_exchange(sysroot, &repo, &state, &commit, &dep)?;

@@ -9,7 +9,8 @@
 //! version order); [`fetch`] copies commits into the local repository;
 //! [`deploy`] has the operations (install, deploy, stage, finalize,
 //! rollback, pin, cleanup, upgrade decisions); [`kargs`] edits a
-//! deployment's kernel arguments.
+//! deployment's kernel arguments; [`rollout`] places the machine in a
+//! release's phased rollout.
 
 pub mod boot;
 pub mod cleanup;
@@ -21,6 +22,7 @@ mod freeze;
 pub mod install;
 pub mod kargs;
 pub mod rollback;
+pub mod rollout;
 pub mod source;
 pub mod state;
 pub mod status;
@@ -104,6 +106,19 @@ pub enum SysrootError {
     },
     #[error("the sysroot has no remote {name}: pass --url URL (and --trusted-key FILE) to add it")]
     NoRemote { name: String },
+    /// The origin's signed index rejects the commit (a revert moved the
+    /// ref away from it): it is never deployed while rejected.
+    #[error("refusing to deploy {commit}: {origin} was reverted away from it (serial {serial}): {reason}")]
+    Rejected {
+        commit: String,
+        origin: String,
+        reason: String,
+        serial: u64,
+    },
+    #[error(transparent)]
+    Index(#[from] treectl_release::summary::IndexError),
+    #[error("the release is being rolled out in waves, and this machine has no machine id ({} is missing or empty; or set TREECTL_MACHINE_ID): pass --ignore-rollout to take it now", path.display())]
+    NoMachineId { path: PathBuf },
     /// The pull from a remote origin failed (offline, refused, corrupt...).
     #[error(transparent)]
     Pull(Box<treectl_transport::TransportError>),

@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use treectl_store::object::Commit;
+use treectl_store::object::{Commit, ObjectKind};
 use treectl_store::refs::{list_refs, rev_parse, RefName};
 use treectl_store::{ObjectId, Repo};
 
@@ -57,15 +57,58 @@ pub struct Head {
     pub meta: Commit,
     /// The origin's release serial, when it has one (a remote's index).
     pub serial: Option<u64>,
+    /// The head's ancestors, nearest first, as far as the repository it
+    /// was found in holds them (see [`ancestors_of`]).
+    pub ancestors: Vec<ObjectId>,
 }
 
 impl Head {
+    /// A head found in `repo`: its commit object and its ancestry there.
+    pub fn read(repo: &Repo, commit: ObjectId, serial: Option<u64>) -> Result<Head> {
+        let meta = repo.read_commit(&commit)?;
+        let ancestors = ancestors_of(repo, &meta)?;
+        Ok(Head {
+            commit,
+            meta,
+            serial,
+            ancestors,
+        })
+    }
+
     pub fn order(&self) -> ReleaseOrder {
         ReleaseOrder {
             serial: self.serial,
             timestamp: self.meta.timestamp,
         }
     }
+
+    /// Whether `commit` is one of the head's ancestors.
+    pub fn descends_from(&self, commit: &ObjectId) -> bool {
+        self.ancestors.contains(commit)
+    }
+}
+
+/// How many ancestors [`ancestors_of`] follows at most: enough for years
+/// of releases, bounded so a hostile history cannot make `upgrade` spin.
+pub const MAX_ANCESTRY: usize = 10_000;
+
+/// The parents of `meta`, nearest first, until a commit `repo` does not
+/// hold (its id is still listed: a child names it) or [`MAX_ANCESTRY`].
+pub fn ancestors_of(repo: &Repo, meta: &Commit) -> Result<Vec<ObjectId>> {
+    let mut out = Vec::new();
+    let mut next = meta.parent;
+    while let Some(id) = next {
+        if out.len() >= MAX_ANCESTRY || out.contains(&id) {
+            break;
+        }
+        out.push(id);
+        next = if repo.has_object(&id, ObjectKind::Commit) {
+            repo.read_commit(&id)?.parent
+        } else {
+            None
+        };
+    }
+    Ok(out)
 }
 
 /// Looks up the head of `source` without fetching it. A remote origin is
@@ -77,11 +120,7 @@ pub fn find_head(sysroot: &Sysroot, source: &Source) -> Result<Head> {
         Source::LocalRepo { path, refname } => {
             let repo = Repo::open(path)?;
             let commit = rev_parse(&repo, refname)?;
-            Ok(Head {
-                commit,
-                meta: repo.read_commit(&commit)?,
-                serial: None,
-            })
+            Head::read(&repo, commit, None)
         }
         Source::Remote { name, refname } => {
             let repo = sysroot.open_repo()?;
@@ -93,12 +132,41 @@ pub fn find_head(sysroot: &Sysroot, source: &Source) -> Result<Head> {
                     .ok_or_else(not_pulled)?;
             let trust = treectl_release::remote::TrustState::load(&repo, name)?;
             let serial = trust.refs.get(refname.as_str()).map(|r| r.serial);
-            Ok(Head {
-                commit,
-                meta: repo.read_commit(&commit)?,
-                serial,
-            })
+            Head::read(&repo, commit, serial)
         }
+    }
+}
+
+/// Refuses `commit` when `origin`'s ref rejects it: a remote's as in the
+/// index `pull` last accepted (its trust state), a local repository's as
+/// in its published index.
+pub fn check_not_rejected(sysroot: &Sysroot, origin: &Origin, commit: &ObjectId) -> Result<()> {
+    let rejection = match Source::from_origin(origin) {
+        Some(Source::Remote { name, refname }) => {
+            let repo = sysroot.open_repo()?;
+            let trust = treectl_release::remote::TrustState::load(&repo, &name)?;
+            trust
+                .refs
+                .get(&refname)
+                .and_then(|r| r.rejected.iter().find(|x| x.commit == *commit).cloned())
+        }
+        Some(Source::LocalRepo { path, refname }) => {
+            let repo = Repo::open(&path)?;
+            treectl_release::publish::current_index(&repo)?
+                .refs
+                .get(&refname)
+                .and_then(|r| r.rejection(commit).cloned())
+        }
+        None => None,
+    };
+    match rejection {
+        Some(r) => Err(SysrootError::Rejected {
+            commit: commit.to_hex(),
+            origin: origin.to_string(),
+            reason: r.reason,
+            serial: r.serial,
+        }),
+        None => Ok(()),
     }
 }
 

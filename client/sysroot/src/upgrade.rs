@@ -7,14 +7,15 @@ use std::cmp::Ordering;
 use std::collections::BTreeMap;
 
 use serde::Serialize;
-use treectl_store::object::Commit;
+use treectl_store::object::{Commit, ObjectKind};
 use treectl_store::refs::RefName;
 use treectl_store::ObjectId;
 use treectl_transport::progress::Progress;
-use treectl_transport::pull::{pull, PullOptions, PullOutcome};
+use treectl_transport::pull::{plan, pull, PullOptions, PullOutcome};
 
 use crate::deploy::{components_of, deploy_commit, Switch};
-use crate::source::{fetch, find_head, Head, Source};
+use crate::rollout::{machine_id, RolloutStatus};
+use crate::source::{ancestors_of, fetch, find_head, Head, Source};
 use crate::state::{read_fallback, read_state, Deployment, Fallback, State};
 use crate::{Result, Sysroot, SysrootError};
 
@@ -31,26 +32,53 @@ pub enum Decision {
     Downgrade,
     /// A newer release.
     Update,
+    /// A newer release in a phased rollout whose wave does not include
+    /// this machine yet (or is paused): see [`UpgradeOutcome::rollout`].
+    NotInWave,
 }
 
-/// Decides what `upgrade` does with `head` given the live state.
-pub fn decide(state: &State, head: &Head) -> Decision {
+/// Decides what `upgrade` does with `head` given the live state;
+/// `default_ancestors` are the default deployment's ancestors (nearest
+/// first, as far as the sysroot's repository holds them).
+pub fn decide(state: &State, head: &Head, default_ancestors: &[ObjectId]) -> Decision {
     let Some(default) = state.deployments.first() else {
         return Decision::Update;
     };
     if default.commit == head.commit.to_hex() {
         return Decision::UpToDate;
     }
-    let order = head.order();
-    if order.compare(&default.order) != Ordering::Greater {
+    if compare_to_default(head, default, default_ancestors) != Ordering::Greater {
         return Decision::Downgrade;
     }
     if let Some(floor) = &state.rollback_floor {
-        if order.compare(floor) != Ordering::Greater {
+        if head.order().compare(floor) != Ordering::Greater {
             return Decision::RolledBackFrom;
         }
     }
     Decision::Update
+}
+
+/// Release order of `head` against the default deployment: the release
+/// serial when both have one; else ancestry (a head that descends from the
+/// default is newer, a head the default descends from is older, whatever
+/// the clocks say); else the commit timestamp (docs/deployments.md).
+pub fn compare_to_default(
+    head: &Head,
+    default: &Deployment,
+    default_ancestors: &[ObjectId],
+) -> Ordering {
+    if let (Some(a), Some(b)) = (head.serial, default.order.serial) {
+        return a.cmp(&b);
+    }
+    if let Some(default_commit) = ObjectId::from_hex(&default.commit) {
+        if head.descends_from(&default_commit) {
+            return Ordering::Greater;
+        }
+    }
+    if default_ancestors.contains(&head.commit) {
+        return Ordering::Less;
+    }
+    head.meta.timestamp.cmp(&default.order.timestamp)
 }
 
 /// A component whose version differs between two deployments.
@@ -104,6 +132,8 @@ pub struct UpgradeOptions {
     pub mode: UpgradeMode,
     /// Accept a head older than the default (a replay or a reset ref).
     pub allow_downgrade: bool,
+    /// Take a release in a phased rollout now, inside its wave or not.
+    pub ignore_rollout: bool,
     /// How to pull a remote origin (token, timeouts, jobs).
     pub pull: PullOptions,
 }
@@ -113,6 +143,7 @@ impl Default for UpgradeOptions {
         UpgradeOptions {
             mode: UpgradeMode::Now,
             allow_downgrade: false,
+            ignore_rollout: false,
             pull: PullOptions::default(),
         }
     }
@@ -137,6 +168,14 @@ pub struct UpgradeOutcome {
     pub downloaded: bool,
     /// What the pull of a remote origin did.
     pub pull: Option<PullOutcome>,
+    /// For a check of a remote origin: what the update costs, found
+    /// without downloading any file object.
+    pub price: Option<Price>,
+    /// Where this machine stands in the head's phased rollout, if any.
+    pub rollout: Option<RolloutStatus>,
+    /// The barrier release taken before the head (every machine deploys
+    /// it before any later release).
+    pub barrier: Option<ObjectId>,
     /// The machine fell back from a default that failed to boot; releases
     /// were judged against the booted deployment, with the failed one as
     /// the rollback floor.
@@ -157,6 +196,24 @@ impl UpgradeOutcome {
     pub fn update_available(&self) -> bool {
         self.decision == Decision::Update
     }
+}
+
+/// What an update costs this machine, from its repository's content
+/// (the booted release's objects are not downloaded again).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Price {
+    /// File objects `upgrade` will download, and their bytes as sent:
+    /// exactly the object bytes the pull moves.
+    pub download_objects: u64,
+    pub download_bytes: u64,
+    /// Commit, trees and dirmetas the check itself fetched (verified and
+    /// kept for the pull, which does not download them again).
+    pub metadata_objects: u64,
+    pub metadata_bytes: u64,
+    /// Disk the new deployment needs: its new objects in the sysroot's
+    /// repository (checkouts hardlink them; only `/etc` is copied).
+    /// `None` when a static mirror cannot tell content sizes.
+    pub disk_bytes: Option<u64>,
 }
 
 /// Upgrades the machine from its default deployment's origin: pulls a
@@ -180,14 +237,59 @@ pub fn upgrade(
     let default = state.deployments.first().ok_or(SysrootError::NoOrigin)?;
     let origin = default.origin.clone().ok_or(SysrootError::NoOrigin)?;
     let source = Source::from_origin(&origin).ok_or(SysrootError::NoOrigin)?;
+    let mut price = None;
+    let mut plan_of_remote = None;
+    let mut barrier = None;
     let (head, pulled) = match &source {
+        // Remote: price the update first (metadata only), so a check, a
+        // machine outside the rollout's wave or an up-to-date machine
+        // downloads no file object.
         Source::Remote { name, refname } => {
-            let outcome = pull_remote(sysroot, name, refname, &opts.pull, progress)?;
-            (head_of_pull(sysroot, &outcome)?, Some(outcome))
+            let repo = sysroot.open_repo()?;
+            let refname = RefName::new(refname)?;
+            let mut p = plan(&repo, name, &refname, &opts.pull, progress)?;
+            // A barrier published after the default's release comes first.
+            let default_commit = crate::deploy::commit_id(sysroot, default)?;
+            if let Some(b) = p.barriers.iter().find(|b| {
+                default.order.serial.is_some_and(|s| b.serial > s)
+                    && b.commit != default_commit
+                    && b.commit != p.commit
+            }) {
+                let commit = b.commit;
+                let pull = PullOptions {
+                    barrier: Some(commit),
+                    ..opts.pull.clone()
+                };
+                p = plan(&repo, name, &refname, &pull, progress)?;
+                barrier = Some(commit);
+            }
+            let head = Head {
+                commit: p.commit,
+                meta: p.meta.clone(),
+                serial: Some(p.serial),
+                ancestors: ancestors_of(&repo, &p.meta)?,
+            };
+            price = Some(Price {
+                download_objects: p.download_objects,
+                download_bytes: p.download_bytes,
+                metadata_objects: p.metadata_objects,
+                metadata_bytes: p.metadata_bytes,
+                disk_bytes: p.store_bytes,
+            });
+            plan_of_remote = Some(p);
+            (head, None)
         }
         Source::LocalRepo { .. } => (find_head(sysroot, &source)?, None),
     };
-    let decision = decide(&state, &head);
+    let default_ancestors = {
+        let repo = sysroot.open_repo()?;
+        let id = crate::deploy::commit_id(sysroot, default)?;
+        match repo.has_object(&id, ObjectKind::Commit) {
+            true => ancestors_of(&repo, &repo.read_commit(&id)?)?,
+            false => Vec::new(),
+        }
+    };
+    let decision = decide(&state, &head, &default_ancestors);
     let mut outcome = UpgradeOutcome {
         origin: origin.to_string(),
         decision: decision.clone(),
@@ -198,6 +300,9 @@ pub fn upgrade(
         deployment: None,
         downloaded: pulled.is_some(),
         pull: pulled,
+        price,
+        rollout: None,
+        barrier,
         fallback,
     };
     match decision {
@@ -214,9 +319,43 @@ pub fn upgrade(
     // Past the refusals above, what remains is an update (possibly an
     // allowed downgrade): report it as one.
     outcome.decision = Decision::Update;
+    // A phased rollout (never of a barrier, which every machine takes).
+    if let (Some(r), None) = (plan_of_remote.as_ref().and_then(|p| p.rollout), barrier) {
+        let mut status = if opts.ignore_rollout {
+            let id = machine_id(sysroot, default).unwrap_or_default();
+            RolloutStatus::new(&id, &head.commit, r.percent, r.paused)
+        } else {
+            RolloutStatus::new(
+                &machine_id(sysroot, default)?,
+                &head.commit,
+                r.percent,
+                r.paused,
+            )
+        };
+        status.ignored = opts.ignore_rollout;
+        let wait = !status.in_wave && !status.ignored;
+        outcome.rollout = Some(status);
+        if wait {
+            outcome.decision = Decision::NotInWave;
+            return Ok(outcome);
+        }
+    }
     if opts.mode == UpgradeMode::Check {
         return Ok(outcome);
     }
+    let head = match &source {
+        Source::Remote { name, refname } => {
+            let pull = PullOptions {
+                barrier,
+                ..opts.pull.clone()
+            };
+            let pulled = pull_remote(sysroot, name, refname, &pull, progress)?;
+            let head = head_of_pull(sysroot, &pulled)?;
+            outcome.pull = Some(pulled);
+            head
+        }
+        Source::LocalRepo { .. } => head,
+    };
     fetch(sysroot, &source, &head)?;
     outcome.downloaded = true;
     let switch = match opts.mode {
@@ -256,9 +395,5 @@ pub fn pull_remote(
 /// pull's outcome, not from what is on disk.
 fn head_of_pull(sysroot: &Sysroot, pulled: &PullOutcome) -> Result<Head> {
     let repo = sysroot.open_repo()?;
-    Ok(Head {
-        commit: pulled.commit,
-        meta: repo.read_commit(&pulled.commit)?,
-        serial: Some(pulled.serial),
-    })
+    Head::read(&repo, pulled.commit, Some(pulled.serial))
 }

@@ -108,6 +108,18 @@ impl HttpRemote {
         json_body(self.send(req, what)?, what)
     }
 
+    /// GETs a file's bytes.
+    pub fn get_bytes(&self, path: &str, what: &str) -> Result<Vec<u8>, TransportError> {
+        let req = self.client.get(self.url(path));
+        let resp = self.send(req, what)?;
+        resp.bytes()
+            .map(|b| b.to_vec())
+            .map_err(|err| TransportError::ReadAnswer {
+                what: what.to_owned(),
+                err,
+            })
+    }
+
     /// Uploads a pack; it has time for its size ([`HttpPolicy::upload_timeout`]).
     pub fn post_pack<A: DeserializeOwned>(
         &self,

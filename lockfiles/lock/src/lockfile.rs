@@ -76,6 +76,14 @@ pub struct ComposeSettings {
     /// on when the lockfile holds Debian packages.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub configure: Option<bool>,
+    /// The composed commit's `version`, exactly. Absent: automatic, from
+    /// `version-prefix` (`<prefix>.<n>`, `<prefix>.<n>.<m>`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+    /// The prefix of automatic versions. Absent: the compose date,
+    /// `YYYYMMDD` (UTC).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version_prefix: Option<String>,
 }
 
 fn default_true() -> bool {
@@ -112,6 +120,8 @@ impl Default for ComposeSettings {
             timestamp: None,
             overrides: Vec::new(),
             configure: None,
+            version: None,
+            version_prefix: None,
         }
     }
 }

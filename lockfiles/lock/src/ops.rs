@@ -9,7 +9,7 @@ use serde::Serialize;
 use treectl_store::commit::{finish_commit, CommitOptions};
 use treectl_store::export::{export_to_file, ArchiveFormat, Compression, ExportOptions};
 use treectl_store::object::ObjectKind;
-use treectl_store::refs::RefName;
+use treectl_store::refs::{self, RefName};
 use treectl_store::store::{Repo, Transaction};
 use treectl_store::ObjectId;
 
@@ -18,8 +18,8 @@ use crate::artifacts::{self, deb_component};
 use crate::debver;
 use crate::fetch::{sha256_hex, Fetcher};
 use crate::lockfile::{
-    AptSource, Component, DirectorySource, GitSource, InitramfsCompression, Lockfile, Source,
-    TarballSource, LOCAL_DEB_SOURCE,
+    AptSource, Component, ComposeSettings, DirectorySource, GitSource, InitramfsCompression,
+    Lockfile, Source, TarballSource, LOCAL_DEB_SOURCE,
 };
 use crate::Error;
 use treectl_compose::cache::ComposeCache;
@@ -399,6 +399,8 @@ pub fn verify(repo: &Repo, lock: &Lockfile) -> Vec<String> {
 #[derive(Clone, Debug, Serialize)]
 pub struct ComposeReport {
     pub commit: ObjectId,
+    /// The commit's `version` (see [`compose_version`]).
+    pub version: String,
     #[serde(rename = "ref")]
     pub ref_name: String,
     pub components: usize,
@@ -531,6 +533,8 @@ pub fn compose(
             serde_json::to_string(report).expect("configure reports serialize"),
         );
     }
+    let version = compose_version(repo, ref_name, &lock.compose, timestamp, root)?;
+    opts.metadata.insert(META_VERSION.into(), version.clone());
     let commit = finish_commit(txn, ref_name, root, &opts)?;
     // Saved only now that the merged trees are stored. The compose has
     // succeeded either way: a cache that cannot be written is a warning.
@@ -543,12 +547,98 @@ pub fn compose(
     }
     Ok(ComposeReport {
         commit,
+        version,
         ref_name: ref_name.to_string(),
         components: inputs.len(),
         stats,
         configured,
         warnings,
     })
+}
+
+/// Commit metadata: the release's version, as `status`, `log`, `history`
+/// and boot entries show it.
+pub const META_VERSION: &str = "version";
+
+/// The `version` of a compose of `root` onto `ref_name`: `[compose]
+/// version` when set; else automatic, from `version-prefix` (default: the
+/// compose date, `YYYYMMDD` UTC): `<prefix>.<n>` with `n` one more than
+/// the highest `n` of that prefix along the ref's history, or
+/// `<prefix>.<n>.<m>` (`m` counting up from 1) when the ref's head already
+/// holds this very tree (a recompose). Deterministic: it depends only on
+/// the lockfile, the tree and the ref's history.
+pub fn compose_version(
+    repo: &Repo,
+    ref_name: &RefName,
+    settings: &ComposeSettings,
+    timestamp: i64,
+    root: (ObjectId, ObjectId),
+) -> Result<String, Error> {
+    if let Some(v) = &settings.version {
+        if v.trim().is_empty() || v.chars().any(char::is_whitespace) {
+            return Err(Error::Invalid(format!(
+                "[compose] version {v:?} must be non-empty and without spaces"
+            )));
+        }
+        return Ok(v.clone());
+    }
+    let prefix = match &settings.version_prefix {
+        Some(p) if p.is_empty() || p.chars().any(char::is_whitespace) => {
+            return Err(Error::Invalid(format!(
+                "[compose] version-prefix {p:?} must be non-empty and without spaces"
+            )))
+        }
+        Some(p) => p.clone(),
+        None => compose_date(timestamp),
+    };
+    let mut head = refs::try_read_ref(repo, ref_name)?;
+    // A recompose of the head's tree: the head's version, one level down.
+    if let Some(id) = head {
+        let c = repo.read_commit(&id)?;
+        if (c.root_tree, c.root_meta) == root {
+            if let Some((n, m)) = c.version().and_then(|v| auto_version_parts(v, &prefix)) {
+                return Ok(format!("{prefix}.{n}.{}", m.unwrap_or(0) + 1));
+            }
+        }
+    }
+    let mut highest = 0u64;
+    let mut seen = 0usize;
+    while let Some(id) = head {
+        if seen >= MAX_VERSION_HISTORY || !repo.has_object(&id, ObjectKind::Commit) {
+            break;
+        }
+        seen += 1;
+        let c = repo.read_commit(&id)?;
+        if let Some((n, _)) = c.version().and_then(|v| auto_version_parts(v, &prefix)) {
+            highest = highest.max(n);
+        }
+        head = c.parent;
+    }
+    Ok(format!("{prefix}.{}", highest + 1))
+}
+
+/// How far back [`compose_version`] looks for earlier automatic versions.
+const MAX_VERSION_HISTORY: usize = 100_000;
+
+/// `YYYYMMDD` (UTC) of a commit time.
+fn compose_date(timestamp: i64) -> String {
+    let t = std::time::UNIX_EPOCH + std::time::Duration::from_secs(timestamp.max(0) as u64);
+    humantime::format_rfc3339_seconds(t).to_string()[..10].replace('-', "")
+}
+
+/// `(n, m)` of an automatic version `<prefix>.<n>[.<m>]`, else `None`.
+fn auto_version_parts(version: &str, prefix: &str) -> Option<(u64, Option<u64>)> {
+    let rest = version.strip_prefix(prefix)?.strip_prefix('.')?;
+    let mut parts = rest.split('.');
+    let n = parts.next()?.parse().ok()?;
+    let m = match parts.next() {
+        Some(m) => Some(m.parse().ok()?),
+        None => None,
+    };
+    match parts.next() {
+        Some(_) => None,
+        None => Some((n, m)),
+    }
 }
 
 /// The `.deb` components of `lock` with their control data, for the

@@ -23,7 +23,9 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 use crate::sign::{self, SecretKey, SignError};
-use crate::summary::{self, IndexError, RefEntry, RefIndex, SignedIndex};
+use crate::summary::{
+    self, Barrier, IndexError, RefEntry, RefIndex, Rejection, Rollout, SignedIndex,
+};
 use treectl_store::error::Error;
 use treectl_store::hash::ObjectId;
 use treectl_store::object::{Commit, ObjectKind};
@@ -39,6 +41,9 @@ pub const HISTORY_FILE: &str = "state/history.jsonl";
 pub const PENDING_FILE: &str = "state/publish-pending.json";
 /// The lock that serialises publishes and reverts across processes.
 pub const PUBLISH_LOCK_FILE: &str = "state/publish.lock";
+/// Metadata keys a revert commit sets about itself; every other key is
+/// copied from the commit it reverts to.
+pub const REVERT_KEYS: &[&str] = &["reverts-to", "supersedes", "revert-reason", "revert-by"];
 
 /// What can go wrong publishing.
 #[derive(Debug, thiserror::Error)]
@@ -62,6 +67,41 @@ pub enum PublishError {
         line: usize,
         reason: String,
     },
+    #[error("{commit} was reverted away from on {name} (serial {serial}): {reason}; publish it anyway with --force")]
+    Rejected {
+        name: String,
+        commit: ObjectId,
+        reason: String,
+        serial: u64,
+    },
+    #[error("{name} is on hold since serial {serial} ({who}): {reason}; `treectl release URL {name}` lifts it")]
+    Held {
+        name: String,
+        reason: String,
+        who: String,
+        serial: u64,
+    },
+    #[error("{name} is already on hold ({who}): {reason}")]
+    AlreadyHeld {
+        name: String,
+        reason: String,
+        who: String,
+    },
+    #[error("promoting {from} to {to} would move {to} backwards: {to} is at {head}, which already had or descends from {commit}")]
+    Backwards {
+        from: String,
+        to: String,
+        commit: ObjectId,
+        head: ObjectId,
+    },
+    #[error("a rollout percentage is 0 to 100, not {percent}")]
+    BadPercent { percent: u8 },
+    #[error("{name}'s head is not being rolled out (publish it with --rollout PERCENT, or set one with `treectl rollout URL {name} PERCENT`)")]
+    NoRollout { name: String },
+    #[error("{name} is not on hold")]
+    NotHeld { name: String },
+    #[error("a hold needs a reason (--reason TEXT)")]
+    NoReason,
     #[error(transparent)]
     Index(#[from] IndexError),
     #[error(transparent)]
@@ -87,9 +127,90 @@ pub struct Publisher<'a> {
     pub validity_secs: i64,
 }
 
+/// How to publish.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PublishOptions {
+    /// Publish even a commit the ref rejected (lifting the rejection).
+    pub force: bool,
+    /// Roll the release out to this share of machines (0 to 100) first.
+    pub rollout: Option<u8>,
+    /// Every machine must deploy this release before any later one.
+    pub barrier: bool,
+}
+
+/// What `treectl rollout` does to a ref's phased rollout.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RolloutAction {
+    /// Set the wave to this share of machines (0 to 100).
+    Percent(u8),
+    /// No machine starts taking the release.
+    Pause,
+    Resume,
+    /// Every machine takes it: the rollout ends.
+    Complete,
+}
+
+impl std::str::FromStr for RolloutAction {
+    type Err = String;
+
+    /// `PERCENT` (0 to 100, an optional `%`), `pause`, `resume` or
+    /// `complete`.
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "pause" => Ok(RolloutAction::Pause),
+            "resume" => Ok(RolloutAction::Resume),
+            "complete" => Ok(RolloutAction::Complete),
+            _ => match s.strip_suffix('%').unwrap_or(s).parse::<u8>() {
+                Ok(p) if p <= 100 => Ok(RolloutAction::Percent(p)),
+                _ => Err(format!(
+                    "{s:?} is not a rollout action: PERCENT (0 to 100), pause, resume or complete"
+                )),
+            },
+        }
+    }
+}
+
+impl std::fmt::Display for RolloutAction {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RolloutAction::Percent(p) => write!(f, "{p}%"),
+            RolloutAction::Pause => f.write_str("pause"),
+            RolloutAction::Resume => f.write_str("resume"),
+            RolloutAction::Complete => f.write_str("complete"),
+        }
+    }
+}
+
+/// What a publish records about itself besides the commit.
+struct Event<'a> {
+    kind: EventKind,
+    reason: Option<&'a str>,
+    reverts_to: Option<ObjectId>,
+    from_ref: Option<&'a str>,
+    rollout: Option<u8>,
+    barrier: bool,
+}
+
+impl Event<'_> {
+    fn of(kind: EventKind) -> Self {
+        Event {
+            kind,
+            reason: None,
+            reverts_to: None,
+            from_ref: None,
+            rollout: None,
+            barrier: false,
+        }
+    }
+}
+
 #[derive(Serialize, Deserialize)]
 struct Pending {
     entry: HistoryEntry,
+    /// Entries of the same event on other refs (a promote's on its source).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    also: Vec<HistoryEntry>,
 }
 
 /// Seconds since the epoch.
@@ -209,8 +330,17 @@ fn recover_locked(repo: &Repo) -> Result<(), PublishError> {
             .is_some_and(|r| r.serial == entry.serial && r.commit == entry.commit);
         if landed {
             let mut history = read_history(repo)?;
-            if !history.iter().any(|h| h.serial == entry.serial) {
-                history.push(entry.clone());
+            let mut changed = false;
+            for e in std::iter::once(&entry).chain(&pending.also) {
+                if !history
+                    .iter()
+                    .any(|h| h.serial == e.serial && h.ref_name == e.ref_name)
+                {
+                    history.push(e.clone());
+                    changed = true;
+                }
+            }
+            if changed {
                 write_history(repo, &history)?;
             }
             let name = RefName::new(&entry.ref_name)?;
@@ -227,17 +357,322 @@ fn recover_locked(repo: &Repo) -> Result<(), PublishError> {
     Ok(())
 }
 
+/// The hold in force on `ref_name`: its last hold or release event, when
+/// that is a hold.
+pub fn active_hold<'h>(history: &'h [HistoryEntry], ref_name: &str) -> Option<&'h HistoryEntry> {
+    history
+        .iter()
+        .rev()
+        .filter(|h| h.ref_name == ref_name)
+        .find(|h| matches!(h.kind, EventKind::Hold | EventKind::Release))
+        .filter(|h| h.kind == EventKind::Hold)
+}
+
+fn check_percent(p: u8) -> Result<(), PublishError> {
+    if p > 100 {
+        return Err(PublishError::BadPercent { percent: p });
+    }
+    Ok(())
+}
+
+fn check_not_held(history: &[HistoryEntry], ref_name: &RefName) -> Result<(), PublishError> {
+    match active_hold(history, ref_name.as_str()) {
+        Some(h) => Err(PublishError::Held {
+            name: ref_name.to_string(),
+            reason: h.reason.clone().unwrap_or_default(),
+            who: h.who.clone(),
+            serial: h.serial,
+        }),
+        None => Ok(()),
+    }
+}
+
 impl Publisher<'_> {
-    /// Publishes `commit` as `ref_name`.
+    /// Publishes `commit` as `ref_name`. Refused while the ref is on hold,
+    /// and for a commit the ref rejected (reverted away from) unless
+    /// `force`, which lifts the rejection.
     pub fn publish(
         &self,
         ref_name: &RefName,
         commit: &ObjectId,
         who: &str,
+        opts: &PublishOptions,
     ) -> Result<PublishOutcome, PublishError> {
         let _lock = PublishLock::acquire(self.repo)?;
         recover_locked(self.repo)?;
-        self.publish_locked(ref_name, commit, who, EventKind::Publish, None, None)
+        check_not_held(&read_history(self.repo)?, ref_name)?;
+        self.check_not_rejected(ref_name, commit, opts.force)?;
+        self.publish_locked(
+            ref_name,
+            commit,
+            who,
+            Event {
+                rollout: opts.rollout,
+                barrier: opts.barrier,
+                ..Event::of(EventKind::Publish)
+            },
+        )
+    }
+
+    /// Whether [`Publisher::publish`] would accept `commit` on `ref_name`
+    /// as far as holds and rejections go (not whether its objects are
+    /// there): what a push asks before uploading anything.
+    pub fn check_publishable(
+        &self,
+        ref_name: &RefName,
+        commit: &ObjectId,
+        opts: &PublishOptions,
+    ) -> Result<(), PublishError> {
+        let _lock = PublishLock::acquire(self.repo)?;
+        recover_locked(self.repo)?;
+        check_not_held(&read_history(self.repo)?, ref_name)?;
+        self.check_not_rejected(ref_name, commit, opts.force)?;
+        if let Some(p) = opts.rollout {
+            check_percent(p)?;
+        }
+        Ok(())
+    }
+
+    /// Changes the phased rollout of `ref_name`'s head: a new index (with
+    /// a higher serial) and a history event; the head does not change.
+    pub fn rollout(
+        &self,
+        ref_name: &RefName,
+        action: RolloutAction,
+        who: &str,
+    ) -> Result<PublishOutcome, PublishError> {
+        if let RolloutAction::Percent(p) = action {
+            check_percent(p)?;
+        }
+        let _lock = PublishLock::acquire(self.repo)?;
+        recover_locked(self.repo)?;
+        let mut index = current_index(self.repo)?;
+        let mut history = read_history(self.repo)?;
+        let entry =
+            index
+                .refs
+                .get_mut(ref_name.as_str())
+                .ok_or_else(|| PublishError::NotPublished {
+                    name: ref_name.to_string(),
+                })?;
+        let not_rolling = || PublishError::NoRollout {
+            name: ref_name.to_string(),
+        };
+        entry.rollout = match (action, entry.rollout) {
+            (RolloutAction::Percent(percent), r) => Some(Rollout {
+                percent,
+                paused: r.is_some_and(|r| r.paused),
+            }),
+            (RolloutAction::Pause, Some(r)) => Some(Rollout { paused: true, ..r }),
+            (RolloutAction::Resume, Some(r)) => Some(Rollout { paused: false, ..r }),
+            (RolloutAction::Complete, Some(_)) => None,
+            (_, None) => return Err(not_rolling()),
+        };
+        let head = entry.commit;
+        let version = entry.version.clone();
+        let last_serial = history.last().map_or(0, |h| h.serial);
+        let serial = index.serial.max(last_serial) + 1;
+        let time = now();
+        let event = HistoryEntry {
+            serial,
+            time,
+            ref_name: ref_name.to_string(),
+            commit: head,
+            kind: EventKind::Rollout,
+            previous: None,
+            reverts_to: None,
+            reason: Some(action.to_string()),
+            who: who.to_owned(),
+            version,
+            from_ref: None,
+            to_ref: None,
+        };
+        index.serial = serial;
+        index.generated = time;
+        index.expires = time + self.validity_secs;
+        index.format = index.required_format();
+        // The index is the commit point; a crash before the history is
+        // rewritten loses only the event line.
+        summary::write_index(self.repo, &SignedIndex::sign(&index, self.key))?;
+        history.push(event.clone());
+        write_history(self.repo, &history)?;
+        Ok(PublishOutcome {
+            entry: event,
+            index_serial: serial,
+        })
+    }
+
+    fn check_not_rejected(
+        &self,
+        ref_name: &RefName,
+        commit: &ObjectId,
+        force: bool,
+    ) -> Result<(), PublishError> {
+        if force {
+            return Ok(());
+        }
+        let index = current_index(self.repo)?;
+        match index
+            .refs
+            .get(ref_name.as_str())
+            .and_then(|e| e.rejection(commit))
+        {
+            Some(r) => Err(PublishError::Rejected {
+                name: ref_name.to_string(),
+                commit: *commit,
+                reason: r.reason.clone(),
+                serial: r.serial,
+            }),
+            None => Ok(()),
+        }
+    }
+
+    /// Publishes on `to` exactly the commit `from` has now, with a history
+    /// entry on both. Refused when `to` would go backwards: when `to`
+    /// already published that commit before, or its head descends from it;
+    /// and, like a publish, while `to` is on hold or for a commit `to`
+    /// rejected (unless `force`).
+    pub fn promote(
+        &self,
+        from: &RefName,
+        to: &RefName,
+        who: &str,
+        force: bool,
+    ) -> Result<PublishOutcome, PublishError> {
+        let _lock = PublishLock::acquire(self.repo)?;
+        recover_locked(self.repo)?;
+        let history = read_history(self.repo)?;
+        check_not_held(&history, to)?;
+        let index = current_index(self.repo)?;
+        let commit = index
+            .refs
+            .get(from.as_str())
+            .ok_or_else(|| PublishError::NotPublished {
+                name: from.to_string(),
+            })?
+            .commit;
+        if let Some(head) = index.refs.get(to.as_str()) {
+            if head.commit == commit {
+                return Err(PublishError::AlreadyAt {
+                    name: to.to_string(),
+                    commit,
+                });
+            }
+            let earlier = history
+                .iter()
+                .any(|h| h.ref_name == to.as_str() && h.commit == commit);
+            if earlier || self.is_ancestor(&commit, &head.commit)? {
+                return Err(PublishError::Backwards {
+                    from: from.to_string(),
+                    to: to.to_string(),
+                    commit,
+                    head: head.commit,
+                });
+            }
+        }
+        self.check_not_rejected(to, &commit, force)?;
+        self.publish_locked(
+            to,
+            &commit,
+            who,
+            Event {
+                from_ref: Some(from.as_str()),
+                ..Event::of(EventKind::Promote)
+            },
+        )
+    }
+
+    /// Whether `ancestor` is among `commit`'s parents, as far as the
+    /// repository holds them.
+    fn is_ancestor(&self, ancestor: &ObjectId, commit: &ObjectId) -> Result<bool, PublishError> {
+        let mut next = Some(*commit);
+        let mut steps = 0usize;
+        while let Some(id) = next {
+            if steps > 100_000 || !self.repo.has_object(&id, ObjectKind::Commit) {
+                return Ok(false);
+            }
+            steps += 1;
+            next = self.repo.read_commit(&id)?.parent;
+            if next == Some(*ancestor) {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
+    /// Pauses every publish of `ref_name` (reverts still go through) until
+    /// [`Publisher::release`]. The ref must have been published; the hold
+    /// is an event in the history (its `commit` is the head then), so it
+    /// changes neither the index nor the ref.
+    pub fn hold(
+        &self,
+        ref_name: &RefName,
+        reason: &str,
+        who: &str,
+    ) -> Result<HistoryEntry, PublishError> {
+        if reason.trim().is_empty() {
+            return Err(PublishError::NoReason);
+        }
+        let _lock = PublishLock::acquire(self.repo)?;
+        recover_locked(self.repo)?;
+        let history = read_history(self.repo)?;
+        if let Some(h) = active_hold(&history, ref_name.as_str()) {
+            return Err(PublishError::AlreadyHeld {
+                name: ref_name.to_string(),
+                reason: h.reason.clone().unwrap_or_default(),
+                who: h.who.clone(),
+            });
+        }
+        self.record_event(history, ref_name, EventKind::Hold, Some(reason), who)
+    }
+
+    /// Lifts the hold on `ref_name`.
+    pub fn release(&self, ref_name: &RefName, who: &str) -> Result<HistoryEntry, PublishError> {
+        let _lock = PublishLock::acquire(self.repo)?;
+        recover_locked(self.repo)?;
+        let history = read_history(self.repo)?;
+        if active_hold(&history, ref_name.as_str()).is_none() {
+            return Err(PublishError::NotHeld {
+                name: ref_name.to_string(),
+            });
+        }
+        self.record_event(history, ref_name, EventKind::Release, None, who)
+    }
+
+    /// Appends an event that changes neither the index nor the ref.
+    fn record_event(
+        &self,
+        mut history: Vec<HistoryEntry>,
+        ref_name: &RefName,
+        kind: EventKind,
+        reason: Option<&str>,
+        who: &str,
+    ) -> Result<HistoryEntry, PublishError> {
+        let index = current_index(self.repo)?;
+        let head = index
+            .refs
+            .get(ref_name.as_str())
+            .ok_or_else(|| PublishError::NotPublished {
+                name: ref_name.to_string(),
+            })?;
+        let last_serial = history.last().map_or(0, |h| h.serial);
+        let entry = HistoryEntry {
+            serial: index.serial.max(last_serial) + 1,
+            time: now(),
+            ref_name: ref_name.to_string(),
+            commit: head.commit,
+            kind,
+            previous: None,
+            reverts_to: None,
+            reason: reason.map(str::to_owned),
+            who: who.to_owned(),
+            version: head.version.clone(),
+            from_ref: None,
+            to_ref: None,
+        };
+        history.push(entry.clone());
+        write_history(self.repo, &history)?;
+        Ok(entry)
     }
 
     /// Reverts `ref_name`: a new commit whose tree is `to`'s (default: the
@@ -285,9 +720,12 @@ impl Publisher<'_> {
             });
         }
         let target_commit = self.repo.read_commit(&target)?;
-        let mut metadata = std::collections::BTreeMap::new();
-        if let Some(v) = target_commit.version() {
-            metadata.insert("version".to_owned(), v.to_owned());
+        // The revert ships the target's tree, so it carries everything the
+        // target recorded about that tree (components, lockfile digest,
+        // version); only the revert keys below are its own.
+        let mut metadata = target_commit.metadata.clone();
+        for key in REVERT_KEYS {
+            metadata.remove(*key);
         }
         metadata.insert("reverts-to".to_owned(), target.to_hex());
         metadata.insert("supersedes".to_owned(), current.to_hex());
@@ -310,9 +748,11 @@ impl Publisher<'_> {
             ref_name,
             &id,
             who,
-            EventKind::Revert,
-            Some(reason),
-            Some(target),
+            Event {
+                reason: Some(reason),
+                reverts_to: Some(target),
+                ..Event::of(EventKind::Revert)
+            },
         )
     }
 
@@ -321,10 +761,19 @@ impl Publisher<'_> {
         ref_name: &RefName,
         commit_id: &ObjectId,
         who: &str,
-        kind: EventKind,
-        reason: Option<&str>,
-        reverts_to: Option<ObjectId>,
+        event: Event<'_>,
     ) -> Result<PublishOutcome, PublishError> {
+        let Event {
+            kind,
+            reason,
+            reverts_to,
+            from_ref,
+            rollout,
+            barrier,
+        } = event;
+        if let Some(p) = rollout {
+            check_percent(p)?;
+        }
         let repo = self.repo;
         // Held until the ref moves: prune cannot delete what we check.
         let txn = Transaction::begin(repo)?;
@@ -343,7 +792,20 @@ impl Publisher<'_> {
         let last_serial = history.last().map_or(0, |h| h.serial);
         let serial = index.serial.max(last_serial) + 1;
         let time = now();
-        let previous = index.refs.get(ref_name.as_str()).map(|r| r.commit);
+        let old_entry = index.refs.get(ref_name.as_str());
+        let previous = old_entry.map(|r| r.commit);
+        // Rejections carry over; a revert rejects the head it replaces and
+        // a (forced) publish of a rejected commit lifts its rejection.
+        let mut rejected = old_entry.map(|r| r.rejected.clone()).unwrap_or_default();
+        rejected.retain(|r| r.commit != *commit_id);
+        if let (EventKind::Revert, Some(prev)) = (kind, previous) {
+            rejected.retain(|r| r.commit != prev);
+            rejected.push(Rejection {
+                commit: prev,
+                reason: reason.unwrap_or_default().to_owned(),
+                serial,
+            });
+        }
         let entry = HistoryEntry {
             serial,
             time,
@@ -354,16 +816,41 @@ impl Publisher<'_> {
             reverts_to,
             reason: reason.map(str::to_owned),
             who: who.to_owned(),
+            version: commit.version().map(str::to_owned),
+            from_ref: from_ref.map(str::to_owned),
+            to_ref: None,
         };
         if let Some(key) = self.key {
             sign::add_commit_signature(repo, commit_id, ref_name, key)?;
         }
+        let also: Vec<HistoryEntry> = match (kind, from_ref) {
+            (EventKind::Promote, Some(from)) => vec![HistoryEntry {
+                ref_name: from.to_owned(),
+                previous: None,
+                from_ref: None,
+                to_ref: Some(ref_name.to_string()),
+                ..entry.clone()
+            }],
+            _ => Vec::new(),
+        };
         let pending = serde_json::to_vec(&Pending {
             entry: entry.clone(),
+            also: also.clone(),
         })
         .expect("pending serializes");
         write_atomic(&repo.path().join(PENDING_FILE), &pending, repo.fsync())?;
         failpoint::hit("publish-before-index");
+        let mut barriers = index
+            .refs
+            .get(ref_name.as_str())
+            .map(|r| r.barriers.clone())
+            .unwrap_or_default();
+        if barrier {
+            barriers.push(Barrier {
+                commit: *commit_id,
+                serial,
+            });
+        }
         index.serial = serial;
         index.generated = time;
         index.expires = time + self.validity_secs;
@@ -375,11 +862,19 @@ impl Publisher<'_> {
                 timestamp: commit.timestamp,
                 version: commit.version().map(str::to_owned),
                 published: time,
+                rejected,
+                rollout: rollout.map(|percent| Rollout {
+                    percent,
+                    paused: false,
+                }),
+                barriers,
             },
         );
+        index.format = index.required_format();
         summary::write_index(repo, &SignedIndex::sign(&index, self.key))?;
         failpoint::hit("publish-after-index");
         history.push(entry.clone());
+        history.extend(also);
         write_history(repo, &history)?;
         failpoint::hit("publish-after-history");
         txn.commit(&[RefUpdate {
@@ -429,7 +924,18 @@ mod tests {
         let opts = CommitOptions {
             subject: version.into(),
             timestamp: 1_700_000_000,
-            metadata: [("version".to_owned(), version.to_owned())].into(),
+            metadata: [
+                ("version".to_owned(), version.to_owned()),
+                (
+                    "compose.components".to_owned(),
+                    format!(r#"[{{"name":"os","version":"{version}"}}]"#),
+                ),
+                (
+                    "compose.lockfile-sha256".to_owned(),
+                    format!("{version:0>64}"),
+                ),
+            ]
+            .into(),
             ..Default::default()
         };
         commit_dir(repo, dir, &RefName::new("build").expect("valid"), &opts)
@@ -451,11 +957,15 @@ mod tests {
         let v1 = commit_tree(&repo, &tmp.path().join("v1"), "v1", "1");
         let v2 = commit_tree(&repo, &tmp.path().join("v2"), "v2", "2");
         assert_eq!(
-            p.publish(&stable, &v1, "alice").expect("v1").index_serial,
+            p.publish(&stable, &v1, "alice", &PublishOptions::default())
+                .expect("v1")
+                .index_serial,
             1
         );
         assert_eq!(
-            p.publish(&stable, &v2, "alice").expect("v2").index_serial,
+            p.publish(&stable, &v2, "alice", &PublishOptions::default())
+                .expect("v2")
+                .index_serial,
             2
         );
         let out = p
@@ -472,6 +982,19 @@ mod tests {
         );
         assert_eq!(reverted.parent, Some(v2));
         assert_eq!(reverted.metadata["supersedes"], v2.to_hex());
+        // Regression: a revert dropped every metadata key but `version`, so
+        // the reverted release showed no components.
+        let v1_commit = repo.read_commit(&v1).expect("v1");
+        for (key, value) in &v1_commit.metadata {
+            assert_eq!(reverted.metadata.get(key), Some(value), "{key} kept");
+        }
+        assert_eq!(reverted.metadata["reverts-to"], v1.to_hex());
+        assert_eq!(reverted.metadata["revert-reason"], "v2 breaks boot");
+        assert_eq!(reverted.metadata["revert-by"], "bob");
+        assert_eq!(
+            reverted.metadata.len(),
+            v1_commit.metadata.len() + REVERT_KEYS.len()
+        );
         let history = read_history(&repo).expect("history");
         let kinds: Vec<_> = history.iter().map(|h| (h.serial, h.kind)).collect();
         assert_eq!(
@@ -500,6 +1023,110 @@ mod tests {
         assert_eq!(read_history(&repo).expect("history").len(), 3);
     }
 
+    const FORCE: PublishOptions = PublishOptions {
+        force: true,
+        rollout: None,
+        barrier: false,
+    };
+
+    #[test]
+    fn a_revert_rejects_the_head_and_a_hold_pauses_publishing() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let repo = Repo::init(&tmp.path().join("repo"), RepoMode::Archive).expect("init");
+        let p = Publisher {
+            repo: &repo,
+            key: None,
+            validity_secs: 100,
+        };
+        let stable = RefName::new("os/stable").expect("valid");
+        let v1 = commit_tree(&repo, &tmp.path().join("v1"), "v1", "1");
+        let v2 = commit_tree(&repo, &tmp.path().join("v2"), "v2", "2");
+        p.publish(&stable, &v1, "ci", &PublishOptions::default())
+            .expect("v1");
+        p.publish(&stable, &v2, "ci", &PublishOptions::default())
+            .expect("v2");
+        let revert = p
+            .revert(&stable, None, "v2 eats disks", "rel")
+            .expect("revert");
+        let index = current_index(&repo).expect("index");
+        let entry = &index.refs["os/stable"];
+        assert_eq!(
+            entry.rejected,
+            [Rejection {
+                commit: v2,
+                reason: "v2 eats disks".into(),
+                serial: revert.index_serial
+            }]
+        );
+        // Readers of format 1 can ignore `rejected`: the format stays 1.
+        assert_eq!(index.format, 1);
+
+        // Publishing v2 again is refused with the reason; nothing changes.
+        let err = p
+            .publish(&stable, &v2, "ci", &PublishOptions::default())
+            .expect_err("rejected");
+        assert!(err.to_string().contains("v2 eats disks"), "{err}");
+        assert_eq!(current_index(&repo).expect("index"), index);
+        assert_eq!(read_history(&repo).expect("history").len(), 3);
+        // Another ref may publish it.
+        let testing = RefName::new("os/testing").expect("valid");
+        p.publish(&testing, &v2, "ci", &PublishOptions::default())
+            .expect("other ref");
+
+        // A hold refuses publishes, not reverts; release lifts it.
+        assert!(matches!(
+            p.hold(&stable, " ", "rel"),
+            Err(PublishError::NoReason)
+        ));
+        let hold = p
+            .hold(&stable, "freeze for the launch", "rel")
+            .expect("hold");
+        assert_eq!(hold.kind, EventKind::Hold);
+        assert!(matches!(
+            p.hold(&stable, "again", "rel"),
+            Err(PublishError::AlreadyHeld { .. })
+        ));
+        let before = current_index(&repo).expect("index");
+        let err = p
+            .publish(&stable, &v1, "ci", &PublishOptions::default())
+            .expect_err("held");
+        assert!(err.to_string().contains("freeze for the launch"), "{err}");
+        let err = p
+            .publish(&stable, &v2, "ci", &FORCE)
+            .expect_err("held, forced");
+        assert!(matches!(err, PublishError::Held { .. }), "{err}");
+        assert_eq!(current_index(&repo).expect("index"), before);
+        p.release(&stable, "rel").expect("release");
+        assert!(matches!(
+            p.release(&stable, "rel"),
+            Err(PublishError::NotHeld { .. })
+        ));
+
+        // --force publishes a rejected commit and lifts its rejection.
+        let forced = p.publish(&stable, &v2, "ci", &FORCE).expect("forced");
+        let index = current_index(&repo).expect("index");
+        assert_eq!(index.refs["os/stable"].commit, v2);
+        assert!(index.refs["os/stable"].rejected.is_empty());
+        let kinds: Vec<_> = read_history(&repo)
+            .expect("history")
+            .iter()
+            .filter(|h| h.ref_name == "os/stable")
+            .map(|h| h.kind)
+            .collect();
+        assert_eq!(
+            kinds,
+            [
+                EventKind::Publish,
+                EventKind::Publish,
+                EventKind::Revert,
+                EventKind::Hold,
+                EventKind::Release,
+                EventKind::Publish
+            ]
+        );
+        assert!(forced.index_serial > hold.serial);
+    }
+
     #[test]
     fn incomplete_commit_is_refused() {
         let tmp = tempfile::tempdir().expect("tempdir");
@@ -514,7 +1141,7 @@ mod tests {
         };
         let stable = RefName::new("os/stable").expect("valid");
         assert!(matches!(
-            p.publish(&stable, &v1, "alice"),
+            p.publish(&stable, &v1, "alice", &PublishOptions::default()),
             Err(PublishError::Incomplete { .. })
         ));
         assert!(summary::read_index(&repo).expect("read").is_none());

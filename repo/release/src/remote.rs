@@ -278,6 +278,10 @@ pub struct TrustedRef {
     /// The ref's serial in the accepted index.
     pub serial: u64,
     pub commit: ObjectId,
+    /// The commits the accepted index rejects on this ref (reverted away
+    /// from): a client never deploys one.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rejected: Vec<crate::summary::Rejection>,
 }
 
 /// `state/remotes/NAME.json`: the newest index this client accepted from a
@@ -446,6 +450,7 @@ mod tests {
             TrustedRef {
                 serial: 5,
                 commit: ObjectId::of(b"c"),
+                rejected: vec![],
             },
         );
         state.save(&repo, "origin").expect("save");

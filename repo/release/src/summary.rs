@@ -21,8 +21,17 @@ use treectl_store::store::{write_atomic, Repo};
 
 /// The index file, relative to the repository.
 pub const INDEX_FILE: &str = "summary.json";
-/// The payload's `format`; readers refuse a newer one.
-pub const INDEX_FORMAT: u32 = 1;
+/// The newest payload `format` this build reads; readers refuse a newer
+/// one. Writers use the lowest format that carries what the index holds
+/// ([`RefIndex::required_format`]), so older readers keep reading indexes
+/// that use nothing new.
+pub const INDEX_FORMAT: u32 = 2;
+/// The first format: refs, serials, versions and (ignorable) rejections.
+pub const INDEX_FORMAT_V1: u32 = 1;
+/// Format 2 adds what a reader must not ignore: phased rollouts and
+/// barrier releases (a format-1 reader would upgrade every machine at
+/// once and skip barriers, so it must refuse the index instead).
+pub const INDEX_FORMAT_ROLLOUTS: u32 = 2;
 /// The payload's `type`, which also keeps index and commit signatures apart.
 pub const INDEX_TYPE: &str = "treectl-ref-index";
 /// Prefix of the message signed for an index: this, then the payload bytes.
@@ -58,6 +67,56 @@ pub struct RefEntry {
     pub version: Option<String>,
     /// When the ref was published (seconds since the epoch).
     pub published: i64,
+    /// Commits this ref was reverted away from, oldest first: publishing
+    /// one again is refused (unless forced, which lifts its rejection) and
+    /// clients never deploy one. Index format 1 (readers that ignore it
+    /// still follow the head, which is never rejected).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rejected: Vec<Rejection>,
+    /// A phased rollout of this head (absent: every machine takes it).
+    /// Index format 2.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollout: Option<Rollout>,
+    /// Releases of this ref every machine must deploy before any later
+    /// one, oldest first. Index format 2.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub barriers: Vec<Barrier>,
+}
+
+/// A phased rollout: only machines whose bucket is inside the wave take
+/// the release (see `docs/deployments.md`, "Phased rollouts").
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Rollout {
+    /// The share of machines in the wave, 0 to 100.
+    pub percent: u8,
+    /// No machine starts taking the release while paused.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub paused: bool,
+}
+
+/// A release every machine must pass through.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Barrier {
+    pub commit: ObjectId,
+    /// The index serial at which it was published on the ref.
+    pub serial: u64,
+}
+
+/// A commit a ref was reverted away from.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Rejection {
+    pub commit: ObjectId,
+    /// The revert's reason.
+    pub reason: String,
+    /// The serial of the revert that rejected it.
+    pub serial: u64,
+}
+
+impl RefEntry {
+    /// The rejection of `commit` on this ref, if it is rejected.
+    pub fn rejection(&self, commit: &ObjectId) -> Option<&Rejection> {
+        self.rejected.iter().find(|r| r.commit == *commit)
+    }
 }
 
 /// The signed content of the index.
@@ -80,11 +139,24 @@ impl RefIndex {
     pub fn empty() -> RefIndex {
         RefIndex {
             kind: INDEX_TYPE.to_owned(),
-            format: INDEX_FORMAT,
+            format: INDEX_FORMAT_V1,
             serial: 0,
             generated: 0,
             expires: 0,
             refs: BTreeMap::new(),
+        }
+    }
+
+    /// The lowest format that carries everything this index holds.
+    pub fn required_format(&self) -> u32 {
+        if self
+            .refs
+            .values()
+            .any(|r| r.rollout.is_some() || !r.barriers.is_empty())
+        {
+            INDEX_FORMAT_ROLLOUTS
+        } else {
+            INDEX_FORMAT_V1
         }
     }
 
@@ -118,6 +190,7 @@ impl SignedIndex {
     /// Serializes `index` and signs it with `key` (unsigned without one).
     pub fn sign(index: &RefIndex, key: Option<&SecretKey>) -> SignedIndex {
         let payload = serde_json::to_string(index).expect("index serializes");
+        debug_assert!(index.format >= index.required_format());
         let signatures = key
             .map(|k| vec![k.sign(&index_message(&payload))])
             .unwrap_or_default();
@@ -215,6 +288,9 @@ mod tests {
                 timestamp: 50,
                 version: Some("1.0".into()),
                 published: 100,
+                rejected: vec![],
+                rollout: None,
+                barriers: vec![],
             },
         );
         index
@@ -249,6 +325,15 @@ mod tests {
             signed.index_unverified(),
             Err(IndexError::UnsupportedFormat { found }) if found == INDEX_FORMAT + 1
         ));
+        // A rollout needs format 2; without one an index stays format 1,
+        // which older readers understand.
+        assert_eq!(sample().required_format(), 1);
+        let mut rolling = sample();
+        rolling.refs.get_mut("os/stable").expect("ref").rollout = Some(Rollout {
+            percent: 10,
+            paused: false,
+        });
+        assert_eq!(rolling.required_format(), 2);
         assert!(sample().check_fresh(200).is_ok());
         assert!(matches!(
             sample().check_fresh(201),

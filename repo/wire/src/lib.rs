@@ -54,12 +54,85 @@ pub struct FetchRequest {
     pub objects: Vec<ObjectRef>,
 }
 
+/// `POST /v1/objects/sizes`: how large objects are, without their bytes.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct SizesRequest {
+    pub objects: Vec<ObjectRef>,
+}
+
+/// The answer, in request order.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct SizesResponse {
+    pub sizes: Vec<ObjectSize>,
+}
+
+/// One object's sizes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ObjectSize {
+    /// Bytes of its wire form: what fetching it transfers.
+    pub wire: u64,
+    /// For a file object: its content's size (uncompressed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content: Option<u64>,
+}
+
 /// `POST /v1/publish`.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct PublishRequest {
     #[serde(rename = "ref")]
     pub ref_name: String,
     pub commit: ObjectId,
+    /// Publish a commit the ref rejected (reverted away from) anyway.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub force: bool,
+    /// Roll the release out to this share of machines first (0 to 100).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollout: Option<u8>,
+    /// Every machine must deploy this release before any later one.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub barrier: bool,
+}
+
+/// The answer to `POST /v1/publish/check` (the body is a
+/// [`PublishRequest`]): the publish would not be refused for a hold or a
+/// rejection. Refusals are errors, as for the publish itself.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct PublishCheckResponse {
+    pub publishable: bool,
+}
+
+/// `POST /v1/rollout`: change the head's phased rollout. `action` is a
+/// percentage (`"25"`), `"pause"`, `"resume"` or `"complete"`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct RolloutRequest {
+    #[serde(rename = "ref")]
+    pub ref_name: String,
+    pub action: String,
+}
+
+/// `POST /v1/promote`: publish on `to` exactly the commit `from` has now.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct PromoteRequest {
+    pub from: String,
+    pub to: String,
+    /// Promote even a commit `to` rejected (reverted away from).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub force: bool,
+}
+
+/// `POST /v1/hold`: pause every publish of a ref until it is released.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct HoldRequest {
+    #[serde(rename = "ref")]
+    pub ref_name: String,
+    pub reason: String,
+}
+
+/// `POST /v1/release`: lift a ref's hold.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ReleaseRequest {
+    #[serde(rename = "ref")]
+    pub ref_name: String,
 }
 
 /// `POST /v1/revert`.
@@ -101,12 +174,38 @@ impl From<&HistoryEntry> for PublishResponse {
     }
 }
 
-/// Whether an event was a plain publish or a revert.
+/// What an event of the history was.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum EventKind {
+    /// The ref was published at a commit.
     Publish,
+    /// A new release restoring an earlier tree.
     Revert,
+    /// Publishes of the ref were paused (`commit`: its head then).
+    Hold,
+    /// The hold was lifted (`commit`: the ref's head then).
+    Release,
+    /// The commit another ref had was published on this one (`from_ref`),
+    /// or this ref's commit was published on another (`to_ref`).
+    Promote,
+    /// The head's phased rollout changed (`reason`: `25%`, `pause`,
+    /// `resume`, `complete`).
+    Rollout,
+}
+
+impl EventKind {
+    /// The kebab-case name, as in the JSON.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventKind::Publish => "publish",
+            EventKind::Revert => "revert",
+            EventKind::Hold => "hold",
+            EventKind::Release => "release",
+            EventKind::Promote => "promote",
+            EventKind::Rollout => "rollout",
+        }
+    }
 }
 
 /// One line of the history log: a publish or a revert.
@@ -131,6 +230,16 @@ pub struct HistoryEntry {
     pub reason: Option<String>,
     /// The token name (server) or user (local) that did it.
     pub who: String,
+    /// The commit's `version` metadata, when it has one (older servers
+    /// did not record it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+    /// For a promote onto this ref: the ref it came from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from_ref: Option<String>,
+    /// For a promote from this ref: the ref it went to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub to_ref: Option<String>,
 }
 
 /// `GET /v1/history?ref=REF`: the ref's events, oldest first.

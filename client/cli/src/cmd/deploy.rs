@@ -303,6 +303,7 @@ fn run_upgrade(sr: &Sysroot, args: UpgradeArgs) -> Result<ExitCode> {
     let opts = UpgradeOptions {
         mode,
         allow_downgrade: args.allow_downgrade,
+        ignore_rollout: args.ignore_rollout,
         pull: pull_options(&args.transfer)?,
     };
     let progress = Progress::start(ProgressMode::pick(false), "upgrade".to_owned());
@@ -315,6 +316,10 @@ fn run_upgrade(sr: &Sysroot, args: UpgradeArgs) -> Result<ExitCode> {
             "version": out.version,
             "deployment": out.deployment,
             "fallback": out.fallback,
+            "price": out.price,
+            "changes": out.changes,
+            "rollout": out.rollout,
+            "barrier": out.barrier,
         });
         outln!("{}", serde_json::to_string_pretty(&v)?);
     } else {
@@ -345,6 +350,10 @@ fn print_upgrade(
         (Decision::RolledBackFrom, ..) => outln!(
             "no update: {origin} is at {head}, the release this machine rolled back from; waiting for a newer one"
         ),
+        (Decision::NotInWave, ..) => {
+            let wave = out.rollout.as_ref().map(|r| r.describe()).unwrap_or_default();
+            outln!("no update yet: {origin} is at {head}, rolled out in waves; {wave}")
+        }
         (_, UpgradeMode::DownloadOnly, _) => {
             outln!("downloaded {head}; run `treectl upgrade` to deploy it")
         }
@@ -352,6 +361,22 @@ fn print_upgrade(
         (_, UpgradeMode::Now, Some(d)) => print_deployed(sr, d, Switch::Now)?,
         _ => {
             outln!("update available: {origin} -> {head}");
+            if out.barrier.is_some() {
+                outln!("  a barrier release: every machine deploys it before any later one");
+            }
+            if let Some(r) = &out.rollout {
+                outln!("  {}", r.describe());
+            }
+            if let Some(p) = &out.price {
+                let disk = p
+                    .disk_bytes
+                    .map_or("an unknown amount of".to_owned(), |d| d.to_string());
+                outln!(
+                    "  download: {} bytes in {} objects; disk: {disk} bytes",
+                    p.download_bytes,
+                    p.download_objects
+                );
+            }
             if preview {
                 for c in &out.changes {
                     outln!("  {}", change_line(c));

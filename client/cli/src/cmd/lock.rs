@@ -10,8 +10,10 @@ use treectl_compose::components::{self, Change};
 use treectl_lockfiles::fetch::Fetcher;
 use treectl_lockfiles::lockfile::{AptSource, Lockfile, Source};
 use treectl_lockfiles::ops::{self, AddRequest};
+use treectl_store::object::Commit;
 use treectl_store::refs::{rev_parse, RefName};
-use treectl_store::Repo;
+use treectl_store::{ObjectId, Repo};
+use treectl_sysroot::upgrade::{commit_components as commit_versions, component_changes};
 
 /// Exit status of `lock verify` when it found problems.
 pub const EXIT_PROBLEMS: u8 = 3;
@@ -370,6 +372,7 @@ pub fn compose(repo: &Repo, lockfile: &Path, ref_name: &str, json: bool) -> Resu
         for w in &report.warnings {
             eprintln!("warning: {w}");
         }
+        eprintln!("version {}", report.version);
         println!("{}", report.commit);
     }
     Ok(ExitCode::SUCCESS)
@@ -396,9 +399,68 @@ pub fn show_components(repo: &Repo, rev: &str, json: bool) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// `diff --components URL REV REV`: the component changes between two
+/// commits of a server (full commit ids) or a repository path (any
+/// revision), read from the two commit objects alone.
+pub fn diff_components_at(url: &str, from: &str, to: &str, json: bool) -> Result<ExitCode> {
+    if !treectl_transport::http::is_url(url) {
+        return diff_components(&Repo::open(Path::new(url))?, from, to, json);
+    }
+    let target = treectl_transport::push::open_target(url, None, None)?;
+    let read = |rev: &str| -> Result<(ObjectId, Commit)> {
+        let id = ObjectId::from_hex(rev).with_context(|| {
+            format!("{rev:?} is not a full commit id (a server's revisions are named by id)")
+        })?;
+        Ok((id, target.read_commit(&id)?))
+    };
+    let (a, b) = (read(from)?, read(to)?);
+    print_changes(&changes_between(&a, &b)?, json, false);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The component changes from commit `a` to `b`: the composed lists when
+/// both are composes, else the name -> version maps (`component.NAME`
+/// metadata, as deployments read them).
+fn changes_between(a: &(ObjectId, Commit), b: &(ObjectId, Commit)) -> Result<Vec<Change>> {
+    let listed = |(id, c): &(ObjectId, Commit)| {
+        components::commit_components(c)
+            .map(|r| r.map_err(|e| anyhow::anyhow!("commit {id}: {e}")))
+            .transpose()
+    };
+    if let (Some(x), Some(y)) = (listed(a)?, listed(b)?) {
+        return Ok(components::diff_components(&x, &y));
+    }
+    let (x, y) = (commit_versions(&a.1), commit_versions(&b.1));
+    for ((id, _), m) in [(a, &x), (b, &y)] {
+        if m.is_empty() {
+            bail!("commit {id} records no components");
+        }
+    }
+    Ok(component_changes(&x, &y)
+        .into_iter()
+        .map(|c| Change {
+            kind: match (&c.from, &c.to) {
+                (None, _) => "added",
+                (_, None) => "removed",
+                _ => "changed",
+            },
+            name: c.name,
+            old_version: c.from,
+            new_version: c.to,
+            old_digest: None,
+            new_digest: None,
+            old_commit: None,
+            new_commit: None,
+        })
+        .collect())
+}
+
 pub fn diff_components(repo: &Repo, from: &str, to: &str, json: bool) -> Result<ExitCode> {
-    let a = components_of(repo, from)?;
-    let b = components_of(repo, to)?;
-    print_changes(&components::diff_components(&a, &b), json, false);
+    let read = |rev: &str| -> Result<(ObjectId, Commit)> {
+        let id = rev_parse(repo, rev)?;
+        Ok((id, repo.read_commit(&id)?))
+    };
+    let (a, b) = (read(from)?, read(to)?);
+    print_changes(&changes_between(&a, &b)?, json, false);
     Ok(ExitCode::SUCCESS)
 }

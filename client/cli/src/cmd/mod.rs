@@ -23,8 +23,15 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Log {
             rev,
             max_count,
+            contains,
             json,
-        } => repo::log(&open(repo_path)?, &rev, max_count, json),
+        } => repo::log(
+            &open(repo_path)?,
+            &rev,
+            max_count,
+            contains.as_deref(),
+            json,
+        ),
         Command::Show {
             rev,
             components: true,
@@ -39,10 +46,18 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         } => repo::ls(&open(repo_path)?, &rev, &path, recursive, json),
         Command::Cat { rev, path } => repo::cat(&open(repo_path)?, &rev, &path),
         Command::Diff {
+            from: url,
+            to: from,
+            third: Some(to),
+            components: true,
+            json,
+        } => lock::diff_components_at(&url, &from, &to, json),
+        Command::Diff {
             from,
             to,
             components: true,
             json,
+            ..
         } => lock::diff_components(&open(repo_path)?, &from, &to, json),
         Command::Diff { from, to, json, .. } => repo::diff(&open(repo_path)?, &from, &to, json),
         Command::Refs { delete, json } => repo::refs(&open(repo_path)?, delete.as_deref(), json),
@@ -77,15 +92,47 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         } => repo::prune(&open(repo_path)?, keep_younger_than, depth, dry_run, json),
         Command::Keygen { out } => publish::keygen(&out),
         Command::Serve { args } => publish::serve(repo_path, args),
-        Command::Push { url, r#ref, target } => {
-            publish::push(&open(repo_path)?, &url, &r#ref, &target)
-        }
+        Command::Push {
+            url,
+            r#ref,
+            force,
+            release,
+            target,
+        } => publish::push(
+            &open(repo_path)?,
+            &url,
+            &r#ref,
+            &publish::options(force, &release),
+            &target,
+        ),
         Command::Publish {
             url,
             r#ref,
             rev,
+            force,
+            release,
             target,
-        } => publish::publish(repo_path, &url, &r#ref, &rev, &target),
+        } => publish::publish(
+            repo_path,
+            &url,
+            &r#ref,
+            &rev,
+            &publish::options(force, &release),
+            &target,
+        ),
+        Command::Rollout {
+            url,
+            r#ref,
+            action,
+            target,
+        } => publish::rollout(&url, &r#ref, &action, &target),
+        Command::Hold {
+            url,
+            r#ref,
+            reason,
+            target,
+        } => publish::hold(&url, &r#ref, &reason, &target),
+        Command::Release { url, r#ref, target } => publish::release(&url, &r#ref, &target),
         Command::Revert {
             url,
             r#ref,
@@ -93,7 +140,20 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             reason,
             target,
         } => publish::revert(&url, &r#ref, to.as_deref(), &reason, &target),
-        Command::History { url, r#ref, target } => publish::history(&url, &r#ref, &target),
+        Command::History {
+            url,
+            r#ref,
+            components,
+            contains,
+            target,
+        } => publish::history(&url, &r#ref, components, contains.as_deref(), &target),
+        Command::Promote {
+            url,
+            from,
+            to,
+            force,
+            target,
+        } => publish::promote(&url, &from, &to, force, &target),
         Command::Remote(cmd) => pull::remote(&open(repo_path)?, cmd),
         Command::Pull(args) => pull::pull(&open(repo_path)?, args),
         Command::Sysroot(cmd) => deploy::run(cmd),

@@ -93,6 +93,7 @@ pub fn pull_options(args: &TransferArgs) -> Result<PullOptions> {
         commit_every: args.commit_every.max(1),
         no_batch: args.no_batch,
         token: read_token(args.token_file.as_deref())?,
+        barrier: None,
     })
 }
 

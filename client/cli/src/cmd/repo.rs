@@ -23,7 +23,9 @@ use treectl_store::prune::{prune as do_prune, PruneOptions};
 use treectl_store::refs::{self, RefName};
 use treectl_store::store::{RefUpdate, Transaction};
 use treectl_store::{ObjectId, Repo, RepoMode};
+use treectl_sysroot::upgrade::commit_components;
 
+use super::publish::Contains;
 use crate::cli::CommitArgs;
 use crate::output::{format_time, mode_string, parse_time};
 use crate::EXIT_FINDINGS;
@@ -136,22 +138,35 @@ fn commit_json(repo: &Repo, id: &ObjectId, c: &treectl_store::object::Commit) ->
     })
 }
 
-pub fn log(repo: &Repo, rev: &str, max: Option<usize>, json: bool) -> Result<ExitCode> {
+pub fn log(
+    repo: &Repo,
+    rev: &str,
+    max: Option<usize>,
+    contains: Option<&str>,
+    json: bool,
+) -> Result<ExitCode> {
+    let contains = contains.map(Contains::parse).transpose()?;
     let mut id = resolve(repo, rev)?;
+    let first = id;
     let mut entries = Vec::new();
     let mut truncated = None;
     let limit = max.unwrap_or(usize::MAX);
     while entries.len() < limit {
         let commit = match repo.read_commit(&id) {
             Ok(c) => c,
-            Err(treectl_store::Error::NotFound { .. }) if !entries.is_empty() => {
+            Err(treectl_store::Error::NotFound { .. }) if id != first => {
                 truncated = Some(id);
                 break;
             }
             Err(e) => return Err(e.into()),
         };
         let parent = commit.parent;
-        entries.push((id, commit));
+        if contains
+            .as_ref()
+            .is_none_or(|want| want.matches(&commit_components(&commit)))
+        {
+            entries.push((id, commit));
+        }
         match parent {
             Some(p) => id = p,
             None => break,

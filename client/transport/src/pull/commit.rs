@@ -5,7 +5,7 @@
 
 use treectl_release::remote::{self, TrustState, TrustedRef};
 use treectl_store::refs::RefName;
-use treectl_store::{failpoint, Repo};
+use treectl_store::{failpoint, ObjectId, Repo};
 
 use super::index::Accepted;
 use crate::error::TransportError;
@@ -17,20 +17,50 @@ pub(super) fn record(
     ref_name: &RefName,
     trust: &TrustState,
     accepted: &Accepted,
+    (commit, serial): (ObjectId, u64),
 ) -> Result<(), TransportError> {
     failpoint::hit("pull-before-ref");
     let mut state = trust.clone();
     state.serial = accepted.index.serial;
     state.index_sha256 = Some(accepted.sha256.clone());
     state.generated = accepted.index.generated;
+    // The head (at its entry's serial), or a barrier on the way to it
+    // (at the serial it was published with).
+    let ref_serial = if commit == accepted.entry.commit {
+        accepted.entry.serial
+    } else {
+        serial
+    };
     state.refs.insert(
         ref_name.to_string(),
         TrustedRef {
-            serial: accepted.entry.serial,
-            commit: accepted.entry.commit,
+            serial: ref_serial,
+            commit,
+            rejected: accepted.entry.rejected.clone(),
         },
     );
     state.save(repo, remote_name)?;
-    remote::write_remote_ref(repo, remote_name, ref_name, &accepted.entry.commit)?;
+    remote::write_remote_ref(repo, remote_name, ref_name, &commit)?;
+    Ok(())
+}
+
+/// Records `accepted` as the newest index seen from the remote (so an
+/// older one is refused from now on) and the ref's rejections in it,
+/// without moving the ref: what a pull's plan learns.
+pub(super) fn record_index(
+    repo: &Repo,
+    remote_name: &str,
+    ref_name: &RefName,
+    trust: &TrustState,
+    accepted: &Accepted,
+) -> Result<(), TransportError> {
+    let mut state = trust.clone();
+    state.serial = accepted.index.serial;
+    state.index_sha256 = Some(accepted.sha256.clone());
+    state.generated = accepted.index.generated;
+    if let Some(r) = state.refs.get_mut(ref_name.as_str()) {
+        r.rejected = accepted.entry.rejected.clone();
+    }
+    state.save(repo, remote_name)?;
     Ok(())
 }

@@ -179,6 +179,9 @@ mod tests {
                 timestamp: 0,
                 version: None,
                 published: 0,
+                rejected: vec![],
+                rollout: None,
+                barriers: vec![],
             },
         );
         i
@@ -196,6 +199,7 @@ mod tests {
             TrustedRef {
                 serial: 4,
                 commit: ObjectId::of(b"c"),
+                rejected: vec![],
             },
         );
         assert!(check_trust(&state, &index(6, 6), "bb", "o", "os/stable").is_ok());

@@ -38,6 +38,8 @@ mod walk;
 use std::time::{Duration, Instant};
 
 use treectl_release::remote::{self, TrustState};
+pub use treectl_release::summary::{Barrier, Rollout};
+use treectl_store::object::Commit;
 use treectl_store::refs::RefName;
 use treectl_store::store::{LockKind, RepoLock};
 use treectl_store::{ObjectId, Repo};
@@ -74,6 +76,9 @@ pub struct PullOptions {
     /// Use plain GETs even when the server offers the batched fetch.
     pub no_batch: bool,
     pub token: Option<String>,
+    /// Pull this barrier release of the ref (one its index lists in
+    /// `barriers`) instead of its head.
+    pub barrier: Option<ObjectId>,
 }
 
 impl Default for PullOptions {
@@ -93,6 +98,7 @@ impl Default for PullOptions {
             commit_every: 2000,
             no_batch: false,
             token: None,
+            barrier: None,
         }
     }
 }
@@ -175,7 +181,7 @@ pub fn pull(
     let mut source = HttpSource::new(remote.sources(), opts.source_options(), counters)?;
     let target = format!("{remote_name}:{ref_name}");
     let accepted = index::accept(&source, &remote, &trust, ref_name, opts.max_index_bytes)?;
-    let commit_id = accepted.entry.commit;
+    let (commit_id, serial) = target_of(&accepted, opts, &target)?;
     let where_ = format!("pulling {target}");
     verify::commit_signature(&source, accepted.source, &remote, ref_name, &commit_id)
         .map_err(|e| e.context(&where_))?;
@@ -189,19 +195,155 @@ pub fn pull(
     progress.phase("objects");
     let files = fetch::files(repo, &source, &walked.files, opts, counters, &where_)?;
     stage::store(repo, &walked)?;
-    commit::record(repo, remote_name, ref_name, &trust, &accepted)?;
+    commit::record(
+        repo,
+        remote_name,
+        ref_name,
+        &trust,
+        &accepted,
+        (commit_id, serial),
+    )?;
     staging.remove()?;
     progress.finish();
     Ok(PullOutcome {
         remote: remote_name.to_owned(),
         ref_name: ref_name.to_string(),
         commit: commit_id,
-        serial: accepted.index.serial,
-        version: accepted.entry.version.clone(),
+        serial,
+        version: match opts.barrier {
+            None => accepted.entry.version.clone(),
+            Some(_) => repo.read_commit(&commit_id)?.version().map(str::to_owned),
+        },
         unchanged: already == Some(commit_id),
         objects_fetched: walked.fetched + files,
         bytes_fetched: counters.bytes.load(std::sync::atomic::Ordering::Relaxed),
         seconds: started.elapsed().as_secs_f64(),
+    })
+}
+
+/// The commit and release serial a pull takes from the accepted index:
+/// the ref's head (at the index serial), or the barrier `opts` names (at
+/// the serial it was published with), which the index must list.
+fn target_of(
+    accepted: &index::Accepted,
+    opts: &PullOptions,
+    target: &str,
+) -> Result<(ObjectId, u64), TransportError> {
+    match opts.barrier {
+        None => Ok((accepted.entry.commit, accepted.index.serial)),
+        Some(b) => accepted
+            .entry
+            .barriers
+            .iter()
+            .find(|x| x.commit == b)
+            .map(|x| (x.commit, x.serial))
+            .ok_or_else(|| {
+                TransportError::Usage(format!(
+                    "{target}: {b} is not a barrier release in the signed index"
+                ))
+            }),
+    }
+}
+
+/// What pulling a ref would download, and the space its new objects take,
+/// found before downloading any file object ([`plan`]).
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct PullPlan {
+    pub remote: String,
+    #[serde(rename = "ref")]
+    pub ref_name: String,
+    pub commit: ObjectId,
+    pub serial: u64,
+    pub version: Option<String>,
+    /// The head's commit object.
+    #[serde(skip)]
+    pub meta: Commit,
+    /// The head's phased rollout, if any.
+    pub rollout: Option<Rollout>,
+    /// The ref's barrier releases.
+    pub barriers: Vec<Barrier>,
+    /// Objects the pull will download (the file objects the repository
+    /// lacks) and their bytes as sent: the exact object bytes the pull
+    /// moves.
+    pub download_objects: u64,
+    pub download_bytes: u64,
+    /// The commit, trees and dirmetas the repository lacks: fetched and
+    /// verified by the plan and kept in the pull's staging, so the pull
+    /// does not download them again.
+    pub metadata_objects: u64,
+    pub metadata_bytes: u64,
+    /// Bytes the new objects take in the repository (file contents in a
+    /// `bare-user` repository, their wire forms in an `archive` one, plus
+    /// the metadata); `None` when a static mirror cannot tell a file's
+    /// content size.
+    pub store_bytes: Option<u64>,
+}
+
+/// Plans a pull of `remote_name:ref_name` into `repo`: the signed index is
+/// verified as for a pull and recorded as the newest seen (with the ref's
+/// rejections; the ref does not move), the commit's signature
+/// checked, the commit, trees and dirmetas the repository lacks are
+/// fetched into the pull's staging (the later pull takes them from there),
+/// and the sizes of the missing file objects are asked for, never their
+/// bytes.
+pub fn plan(
+    repo: &Repo,
+    remote_name: &str,
+    ref_name: &RefName,
+    opts: &PullOptions,
+    progress: &dyn Progress,
+) -> Result<PullPlan, TransportError> {
+    let remote = remote::get_remote(repo, remote_name)?;
+    let trust = TrustState::load(repo, remote_name)?;
+    let counters = progress.counters();
+    let mut source = HttpSource::new(remote.sources(), opts.source_options(), counters)?;
+    let target = format!("{remote_name}:{ref_name}");
+    let accepted = index::accept(&source, &remote, &trust, ref_name, opts.max_index_bytes)?;
+    let (commit_id, serial) = target_of(&accepted, opts, &target)?;
+    let where_ = format!("pricing {target}");
+    verify::commit_signature(&source, accepted.source, &remote, ref_name, &commit_id)
+        .map_err(|e| e.context(&where_))?;
+    commit::record_index(repo, remote_name, ref_name, &trust, &accepted)?;
+    source.probe();
+    let _lock = RepoLock::acquire(repo.path(), LockKind::Shared)?;
+    let staging = stage::Staging::open(repo, remote_name)?;
+    let walked = walk::walk(repo, &source, &staging, &commit_id, counters, &where_)?;
+    let sizes = source
+        .sizes(&walked.files)
+        .map_err(|e| e.context(&where_))?;
+    progress.finish();
+    let metadata_bytes: u64 = walked
+        .need
+        .iter()
+        .filter_map(|o| walked.metas.get(o))
+        .map(|d| d.len() as u64)
+        .sum();
+    let store_files: Option<u64> = match repo.mode() {
+        treectl_store::RepoMode::Archive => Some(sizes.iter().map(|s| s.wire).sum()),
+        _ => sizes.iter().map(|s| s.content).sum(),
+    };
+    let meta = match walked.metas.get(&walked.commit) {
+        Some(data) => Commit::decode(data).map_err(|err| TransportError::Decode {
+            what: "commit",
+            id: commit_id,
+            err,
+        })?,
+        None => repo.read_commit(&commit_id)?,
+    };
+    Ok(PullPlan {
+        remote: remote_name.to_owned(),
+        ref_name: ref_name.to_string(),
+        commit: commit_id,
+        serial,
+        version: meta.version().map(str::to_owned),
+        rollout: accepted.entry.rollout,
+        barriers: accepted.entry.barriers.clone(),
+        meta,
+        download_objects: walked.files.len() as u64,
+        download_bytes: sizes.iter().map(|s| s.wire).sum(),
+        metadata_objects: walked.need.len() as u64,
+        metadata_bytes,
+        store_bytes: store_files.map(|f| f + metadata_bytes),
     })
 }
 

@@ -2,14 +2,16 @@
 //! uploads to `/v1/objects`, `/v1/publish`, `/v1/revert`, `/v1/history`.
 
 use treectl_release::publish::HistoryEntry;
+use treectl_store::object::{Commit, ObjectKind};
 use treectl_store::refs::RefName;
 use treectl_store::{ObjectId, Repo};
 use treectl_wire::{
-    write_pack_end, write_pack_record, write_pack_start, HistoryResponse, MissingRequest,
-    MissingResponse, ObjectRef, PublishRequest, PublishResponse, RevertRequest, UploadResponse,
+    write_pack_end, write_pack_record, write_pack_start, HistoryResponse, HoldRequest,
+    MissingRequest, MissingResponse, ObjectRef, PromoteRequest, PublishCheckResponse,
+    PublishRequest, PublishResponse, ReleaseRequest, RevertRequest, RolloutRequest, UploadResponse,
 };
 
-use super::{PublishTarget, Uploaded};
+use super::{PublishOptions, PublishTarget, RolloutAction, Uploaded};
 use crate::error::TransportError;
 use crate::http::HttpRemote;
 
@@ -80,14 +82,123 @@ impl PublishTarget for HttpTarget {
         &self,
         name: &RefName,
         commit: &ObjectId,
+        opts: &PublishOptions,
     ) -> Result<PublishResponse, TransportError> {
         self.remote.post_json(
             "/v1/publish",
             &PublishRequest {
                 ref_name: name.to_string(),
                 commit: *commit,
+                force: opts.force,
+                rollout: opts.rollout,
+                barrier: opts.barrier,
             },
             &format!("publishing {name}"),
+        )
+    }
+
+    fn check_publish(
+        &self,
+        name: &RefName,
+        commit: &ObjectId,
+        opts: &PublishOptions,
+    ) -> Result<(), TransportError> {
+        let asked: Result<PublishCheckResponse, _> = self.remote.post_json(
+            "/v1/publish/check",
+            &PublishRequest {
+                ref_name: name.to_string(),
+                commit: *commit,
+                force: opts.force,
+                rollout: opts.rollout,
+                barrier: opts.barrier,
+            },
+            &format!("publishing {name}"),
+        );
+        match asked {
+            Ok(_) => Ok(()),
+            // A server older than the check: the publish itself decides.
+            Err(TransportError::Api { status: 404, .. }) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn rollout(
+        &self,
+        name: &RefName,
+        action: RolloutAction,
+    ) -> Result<PublishResponse, TransportError> {
+        let action = match action {
+            RolloutAction::Percent(p) => p.to_string(),
+            other => other.to_string(),
+        };
+        self.remote.post_json(
+            "/v1/rollout",
+            &RolloutRequest {
+                ref_name: name.to_string(),
+                action,
+            },
+            &format!("changing the rollout of {name}"),
+        )
+    }
+
+    fn promote(
+        &self,
+        from: &RefName,
+        to: &RefName,
+        force: bool,
+    ) -> Result<PublishResponse, TransportError> {
+        self.remote.post_json(
+            "/v1/promote",
+            &PromoteRequest {
+                from: from.to_string(),
+                to: to.to_string(),
+                force,
+            },
+            &format!("promoting {from} to {to}"),
+        )
+    }
+
+    fn read_commit(&self, id: &ObjectId) -> Result<Commit, TransportError> {
+        let hex = id.to_hex();
+        let what = format!("reading commit {id}");
+        let bytes = self.remote.get_bytes(
+            &format!("/objects/{}/{}.commit", &hex[..2], &hex[2..]),
+            &what,
+        )?;
+        let got = ObjectId::of(&bytes);
+        if got != *id {
+            return Err(TransportError::WrongObject {
+                url: self.remote.base().to_owned(),
+                kind: ObjectKind::Commit,
+                id: got,
+                want: format!("commit {id}"),
+            });
+        }
+        Commit::decode(&bytes).map_err(|err| TransportError::Decode {
+            what: "commit",
+            id: *id,
+            err,
+        })
+    }
+
+    fn hold(&self, name: &RefName, reason: &str) -> Result<HistoryEntry, TransportError> {
+        self.remote.post_json(
+            "/v1/hold",
+            &HoldRequest {
+                ref_name: name.to_string(),
+                reason: reason.to_owned(),
+            },
+            &format!("holding {name}"),
+        )
+    }
+
+    fn release(&self, name: &RefName) -> Result<HistoryEntry, TransportError> {
+        self.remote.post_json(
+            "/v1/release",
+            &ReleaseRequest {
+                ref_name: name.to_string(),
+            },
+            &format!("releasing {name}"),
         )
     }
 

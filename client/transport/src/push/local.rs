@@ -5,12 +5,13 @@
 use treectl_release::publish::{self, HistoryEntry, Publisher};
 use treectl_release::sign::SecretKey;
 use treectl_release::summary::DEFAULT_VALIDITY_SECS;
+use treectl_store::object::Commit;
 use treectl_store::refs::RefName;
 use treectl_store::store::Transaction;
 use treectl_store::{ObjectId, Repo};
 use treectl_wire::{ObjectRef, PublishResponse};
 
-use super::{PublishTarget, Uploaded};
+use super::{PublishOptions, PublishTarget, RolloutAction, Uploaded};
 use crate::error::TransportError;
 
 /// A local repository, the key that signs what is published there, and
@@ -62,9 +63,50 @@ impl PublishTarget for LocalTarget {
         &self,
         name: &RefName,
         commit: &ObjectId,
+        opts: &PublishOptions,
     ) -> Result<PublishResponse, TransportError> {
-        let out = self.publisher().publish(name, commit, &self.who)?;
+        let out = self.publisher().publish(name, commit, &self.who, opts)?;
         Ok(PublishResponse::from(&out.entry))
+    }
+
+    fn check_publish(
+        &self,
+        name: &RefName,
+        commit: &ObjectId,
+        opts: &PublishOptions,
+    ) -> Result<(), TransportError> {
+        Ok(self.publisher().check_publishable(name, commit, opts)?)
+    }
+
+    fn rollout(
+        &self,
+        name: &RefName,
+        action: RolloutAction,
+    ) -> Result<PublishResponse, TransportError> {
+        let out = self.publisher().rollout(name, action, &self.who)?;
+        Ok(PublishResponse::from(&out.entry))
+    }
+
+    fn promote(
+        &self,
+        from: &RefName,
+        to: &RefName,
+        force: bool,
+    ) -> Result<PublishResponse, TransportError> {
+        let out = self.publisher().promote(from, to, &self.who, force)?;
+        Ok(PublishResponse::from(&out.entry))
+    }
+
+    fn read_commit(&self, id: &ObjectId) -> Result<Commit, TransportError> {
+        Ok(self.repo.read_commit(id)?)
+    }
+
+    fn hold(&self, name: &RefName, reason: &str) -> Result<HistoryEntry, TransportError> {
+        Ok(self.publisher().hold(name, reason, &self.who)?)
+    }
+
+    fn release(&self, name: &RefName) -> Result<HistoryEntry, TransportError> {
+        Ok(self.publisher().release(name, &self.who)?)
     }
 
     fn revert(

@@ -15,7 +15,9 @@ pub use local::LocalTarget;
 use std::path::Path;
 
 use treectl_release::publish::{self, HistoryEntry};
+pub use treectl_release::publish::{PublishOptions, RolloutAction};
 use treectl_release::sign::SecretKey;
+use treectl_store::object::Commit;
 use treectl_store::refs::{self, RefName};
 use treectl_store::{ObjectId, Repo};
 use treectl_wire::{ObjectRef, PublishResponse};
@@ -30,9 +32,28 @@ pub trait PublishTarget {
     fn missing(&self, objects: &[ObjectRef]) -> Result<Vec<ObjectRef>, TransportError>;
     /// Sends `objects` (in order: children first) from `src`.
     fn upload(&self, src: &Repo, objects: &[ObjectRef]) -> Result<Uploaded, TransportError>;
-    /// Publishes `commit` (already there) as `name`.
-    fn publish(&self, name: &RefName, commit: &ObjectId)
-        -> Result<PublishResponse, TransportError>;
+    /// Publishes `commit` (already there) as `name` ([`PublishOptions`]:
+    /// force past a rejection, a phased rollout, a barrier release).
+    fn publish(
+        &self,
+        name: &RefName,
+        commit: &ObjectId,
+        opts: &PublishOptions,
+    ) -> Result<PublishResponse, TransportError>;
+    /// Fails as [`PublishTarget::publish`] would for a hold or a
+    /// rejection, before anything is uploaded.
+    fn check_publish(
+        &self,
+        name: &RefName,
+        commit: &ObjectId,
+        opts: &PublishOptions,
+    ) -> Result<(), TransportError>;
+    /// Changes the phased rollout of `name`'s head.
+    fn rollout(
+        &self,
+        name: &RefName,
+        action: RolloutAction,
+    ) -> Result<PublishResponse, TransportError>;
     /// Reverts `name` to `to` (default: the head published before).
     fn revert(
         &self,
@@ -42,6 +63,20 @@ pub trait PublishTarget {
     ) -> Result<PublishResponse, TransportError>;
     /// `name`'s publishes and reverts, oldest first.
     fn history(&self, name: &RefName) -> Result<Vec<HistoryEntry>, TransportError>;
+    /// Publishes on `to` exactly the commit `from` has now.
+    fn promote(
+        &self,
+        from: &RefName,
+        to: &RefName,
+        force: bool,
+    ) -> Result<PublishResponse, TransportError>;
+    /// A commit object of the target, checked against its id (no file
+    /// content is read).
+    fn read_commit(&self, id: &ObjectId) -> Result<Commit, TransportError>;
+    /// Pauses every publish of `name` until [`PublishTarget::release`].
+    fn hold(&self, name: &RefName, reason: &str) -> Result<HistoryEntry, TransportError>;
+    /// Lifts the hold on `name`.
+    fn release(&self, name: &RefName) -> Result<HistoryEntry, TransportError>;
 }
 
 /// What an upload did.
@@ -131,10 +166,13 @@ impl PushPlan {
         &self,
         src: &Repo,
         target: &dyn PublishTarget,
+        opts: &PublishOptions,
     ) -> Result<PushOutcome, TransportError> {
+        // A held ref or a rejected commit: refused before any upload.
+        target.check_publish(&self.name, &self.commit, opts)?;
         let missing = target.missing(&self.objects)?;
         let up = target.upload(src, &missing)?;
-        let published = target.publish(&self.name, &self.commit)?;
+        let published = target.publish(&self.name, &self.commit, opts)?;
         Ok(PushOutcome {
             published,
             objects: self.objects.len(),

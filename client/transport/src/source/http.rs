@@ -10,7 +10,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use reqwest::blocking::{Client, RequestBuilder, Response};
 use treectl_store::store::relative_object_path;
 use treectl_store::RepoMode;
-use treectl_wire::{FetchRequest, HealthResponse, ObjectRef, PackReader};
+use treectl_wire::{
+    FetchRequest, HealthResponse, ObjectRef, ObjectSize, PackReader, SizesRequest, SizesResponse,
+};
 
 use super::{ObjectSource, Sink};
 use crate::body::{read_capped, Metered};
@@ -233,6 +235,87 @@ impl<'a> HttpSource<'a> {
             self.fetch_object(*obj, sink)?;
         }
         Ok(())
+    }
+
+    /// The sizes of `objs`, without their bytes: from the first live
+    /// source that is a treectl server (`/v1/objects/sizes`, which also
+    /// gives a file's content size), else from HEAD requests (the wire
+    /// size alone).
+    pub fn sizes(&self, objs: &[ObjectRef]) -> Result<Vec<ObjectSize>, TransportError> {
+        /// Objects per sizes request.
+        const SIZES_BATCH: usize = 20_000;
+        if let Some(src) = (0..self.sources.len())
+            .find(|&i| self.batched[i] && !self.dead[i].load(Ordering::Relaxed))
+        {
+            let url = format!("{}/v1/objects/sizes", self.sources[src]);
+            let mut out = Vec::with_capacity(objs.len());
+            for chunk in objs.chunks(SIZES_BATCH) {
+                let body = serde_json::to_vec(&SizesRequest {
+                    objects: chunk.to_vec(),
+                })
+                .expect("sizes request serializes");
+                let answer = self.opts.retry.run(|| {
+                    let resp = self
+                        .request(self.client.post(&url))
+                        .header(reqwest::header::CONTENT_TYPE, "application/json")
+                        .body(body.clone())
+                        .send()
+                        .map_err(|e| send_error(&url, e))?;
+                    let resp = check_status(&url, resp)?;
+                    read_capped(resp, 64 << 20, self.low_speed(), Some(self.counters))
+                        .map_err(|e| e.context(&url))
+                })?;
+                let parsed: SizesResponse =
+                    serde_json::from_slice(&answer).map_err(|err| TransportError::BadAnswer {
+                        what: format!("sizing {} objects", chunk.len()),
+                        err,
+                    })?;
+                if parsed.sizes.len() != chunk.len() {
+                    return Err(TransportError::Usage(format!(
+                        "{url} answered {} sizes for {} objects",
+                        parsed.sizes.len(),
+                        chunk.len()
+                    )));
+                }
+                out.extend(parsed.sizes);
+            }
+            return Ok(out);
+        }
+        objs.iter()
+            .map(|obj| {
+                let path = format!(
+                    "/{}",
+                    relative_object_path(&obj.id, obj.kind, RepoMode::Archive)
+                );
+                let mut last = None;
+                for src in self.live_order() {
+                    let url = format!("{}{path}", self.sources[src]);
+                    let got = self.opts.retry.run(|| {
+                        let resp = self
+                            .request(self.client.head(&url))
+                            .send()
+                            .map_err(|e| send_error(&url, e))?;
+                        let resp = check_status(&url, resp)?;
+                        resp.headers()
+                            .get(reqwest::header::CONTENT_LENGTH)
+                            .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
+                            .ok_or_else(|| {
+                                TransportError::Usage(format!("{url} gave no Content-Length"))
+                            })
+                    });
+                    match got {
+                        Ok(wire) => {
+                            return Ok(ObjectSize {
+                                wire,
+                                content: None,
+                            })
+                        }
+                        Err(e) => last = Some(e),
+                    }
+                }
+                Err(last.unwrap_or(TransportError::Stopped))
+            })
+            .collect()
     }
 
     /// Objects per worker's request: small enough to keep every worker
