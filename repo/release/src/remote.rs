@@ -472,5 +472,22 @@ mod tests {
         );
         state.save(&repo, "origin").expect("save");
         assert_eq!(TrustState::load(&repo, "origin").expect("load"), state);
+        // Following a key set makes the file format 2, which a reader of
+        // format 1 refuses instead of falling back to the configured keys.
+        let key = SecretKey::from_seed([4; 32]).public();
+        state.key_set = Some(crate::keyset::KeySet::new(2, 1, &[key]).expect("set"));
+        state.save(&repo, "origin").expect("save");
+        let back = TrustState::load(&repo, "origin").expect("load");
+        assert_eq!(back.format, TRUST_FORMAT_KEYS);
+        assert_eq!(back.key_set, state.key_set);
+        let path = trust_path(&repo, "origin");
+        let text = fs::read_to_string(&path).expect("read");
+        fs::write(&path, text.replace("\"format\": 2", "\"format\": 3")).expect("write");
+        let err = TrustState::load(&repo, "origin").expect_err("newer format");
+        assert!(
+            err.to_string()
+                .contains("format 3 is newer than this treectl reads (2)"),
+            "{err}"
+        );
     }
 }

@@ -371,6 +371,17 @@ mod tests {
             paused: false,
         });
         assert_eq!(rolling.required_format(), 2);
+        // A key set needs format 3, which a format-2 reader refuses.
+        let mut keyed = sample();
+        keyed.keys =
+            Some(KeySet::new(2, 1, &[SecretKey::from_seed([5; 32]).public()]).expect("key set"));
+        assert_eq!(keyed.required_format(), INDEX_FORMAT_KEYS);
+        let err = IndexError::UnsupportedFormat {
+            found: INDEX_FORMAT_KEYS,
+        };
+        assert!(err
+            .to_string()
+            .starts_with("the ref index has format 3, newer than"));
         assert!(sample().check_fresh(200).is_ok());
         assert!(matches!(
             sample().check_fresh(201),
