@@ -374,6 +374,44 @@ fn rotate_a_local_repository_and_refuse_bad_rotations() {
     publish(&keys.b).ok();
     let listed = json(&cmd(&["key", "list", s(&repo), "--json"]).ok());
     assert_eq!(listed["index"]["signed_by"][0], b_id.as_str());
+
+    // A server holding only the retired key A does not start.
+    treectl_e2e::cli::ensure_server_beside_treectl();
+    let mut child = cmd(&[
+        "serve",
+        "--repo",
+        s(&repo),
+        "--listen",
+        "127.0.0.1:0",
+        "--sign-key",
+        s(&keys.a),
+    ])
+    .command()
+    .stdout(std::process::Stdio::null())
+    .stderr(std::process::Stdio::piped())
+    .spawn()
+    .expect("start treectl serve");
+    let mut status = None;
+    for _ in 0..200 {
+        status = child.try_wait().expect("wait");
+        if status.is_some() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    if status.is_none() {
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!("treectl serve started with a key outside the current key set");
+    }
+    assert!(!status.expect("exited").success());
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().expect("stderr"), &mut err)
+        .expect("read stderr");
+    assert!(
+        err.contains("are not a threshold (1) of the repository's key set version 2"),
+        "{err}"
+    );
 }
 
 #[test]
