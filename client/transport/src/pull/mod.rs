@@ -2,7 +2,8 @@
 //! steps, one module each:
 //!
 //! 1. [`index`]: fetch `summary.json` from the remote's URL (then its
-//!    mirrors), check its signature against the trusted keys, its expiry,
+//!    mirrors), check its signature against the trusted keys (after a key
+//!    rotation, the key set followed through `keys.json`), its expiry,
 //!    and that its serial (and the ref's) is not lower than what this
 //!    client accepted last ([`TrustState`]).
 //! 2. [`verify`]: fetch the commit's detached signature, which must bind
