@@ -52,7 +52,7 @@ pub fn treectl_bin() -> PathBuf {
 
 /// `treectl-server` beside [`treectl_bin`], where `treectl serve` looks
 /// for it: built once per test process (a no-op when it is up to date).
-pub(crate) fn ensure_server_beside_treectl() {
+pub fn ensure_server_beside_treectl() {
     static BUILT: OnceLock<()> = OnceLock::new();
     BUILT.get_or_init(|| {
         let bin = treectl_bin();

@@ -14,6 +14,7 @@ use serde::Deserialize;
 use tokio::io::AsyncWriteExt;
 use tokio_util::io::ReaderStream;
 use treectl_release::publish::{self, EventKind, HistoryEntry, PublishOutcome};
+use treectl_release::sign::PublicKey;
 use treectl_store::refs::RefName;
 use treectl_store::store::Transaction;
 use treectl_store::ObjectKind;
@@ -21,8 +22,8 @@ use treectl_store::Repo;
 use treectl_wire::{
     FetchRequest, HealthResponse, HistoryResponse, HoldRequest, MissingRequest, MissingResponse,
     ObjectRef, ObjectSize, PackReader, PromoteRequest, PublishCheckResponse, PublishRequest,
-    PublishResponse, ReleaseRequest, RevertRequest, RolloutRequest, SizesRequest, SizesResponse,
-    UploadResponse,
+    PublishResponse, ReleaseRequest, RevertRequest, RolloutRequest, RotateRequest, RotateResponse,
+    SizesRequest, SizesResponse, UploadResponse,
 };
 
 use crate::auth::Scope;
@@ -370,6 +371,51 @@ pub async fn publish_ref(
     .await?;
     Metrics::add(&state.metrics.publishes, 1);
     Ok(Json(released(&state, &caller.name, &outcome, "published")))
+}
+
+pub async fn rotate_keys(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Json<RotateResponse>, ApiError> {
+    let caller = state.auth(&headers, Scope::Publish)?;
+    let req: RotateRequest = read_json(body, &headers, state.limits.max_json_bytes).await?;
+    let keys = req
+        .keys
+        .iter()
+        .map(|h| {
+            PublicKey::from_hex(h).ok_or_else(|| {
+                ApiError::bad_request(format!(
+                    "{h:?} is not an ed25519 public key (64 hex digits)"
+                ))
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let _guard = state.write_lock.lock().await;
+    let st = state.clone();
+    let outcome = blocking(move || {
+        st.publisher()
+            .rotate(&keys, req.threshold)
+            .map_err(|e| publish_error("rotating the keys", e))
+    })
+    .await?;
+    state
+        .metrics
+        .index_serial
+        .store(outcome.index_serial, std::sync::atomic::Ordering::Relaxed);
+    tracing::info!(
+        who = caller.name,
+        version = outcome.keys.version,
+        keys = outcome.key_ids.join(","),
+        "rotated the signing keys"
+    );
+    Ok(Json(RotateResponse {
+        version: outcome.keys.version,
+        threshold: outcome.keys.threshold,
+        keys: outcome.keys.keys,
+        key_ids: outcome.key_ids,
+        serial: outcome.index_serial,
+    }))
 }
 
 pub async fn revert_ref(

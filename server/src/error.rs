@@ -100,7 +100,16 @@ pub fn publish_error(context: &str, err: PublishError) -> ApiError {
         | PublishError::AlreadyHeld { .. }
         | PublishError::NotHeld { .. }
         | PublishError::Backwards { .. }
-        | PublishError::NoRollout { .. } => ApiError::new(StatusCode::CONFLICT, err.to_string()),
+        | PublishError::NoRollout { .. }
+        | PublishError::NotInKeySet { .. }
+        | PublishError::NotCurrentKey { .. }
+        | PublishError::NoSigningKey
+        | PublishError::KeySet(treectl_release::keyset::KeySetError::BelowThreshold { .. }) => {
+            ApiError::new(StatusCode::CONFLICT, err.to_string())
+        }
+        PublishError::KeySet(treectl_release::keyset::KeySetError::Malformed { .. }) => {
+            ApiError::bad_request(err.to_string())
+        }
         PublishError::BadPercent { .. } => ApiError::bad_request(err.to_string()),
         PublishError::NoReason => ApiError::bad_request(err.to_string()),
         PublishError::NotPublished { .. } => ApiError::not_found(err.to_string()),

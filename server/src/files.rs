@@ -1,6 +1,6 @@
 //! The read side: plain GET and HEAD of the repository's own files, so any
 //! static web server is a full mirror. Only names the repository format
-//! defines are served (`config`, `summary.json`, `objects/XX/….EXT`,
+//! defines are served (`config`, `summary.json`, `keys.json`, `objects/XX/….EXT`,
 //! `signatures/<id>.json`); anything else, including `tmp/`, `state/`,
 //! `lock`, `..` and paths through symlinks, is 404.
 
@@ -15,6 +15,7 @@ use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 use tokio_util::io::ReaderStream;
+use treectl_release::keyset::KEYS_FILE;
 use treectl_release::summary::INDEX_FILE;
 use treectl_store::store::parse_object_name;
 use treectl_store::{ObjectId, RepoMode};
@@ -35,7 +36,7 @@ enum FileClass {
 /// Maps a request path to a repository file, or `None` (404).
 fn classify(path: &str, mode: RepoMode) -> Option<(String, FileClass, Option<ObjectId>)> {
     let rel = path.strip_prefix('/')?;
-    if rel == "config" || rel == INDEX_FILE {
+    if rel == "config" || rel == INDEX_FILE || rel == KEYS_FILE {
         return Some((rel.to_owned(), FileClass::Mutable, None));
     }
     let parts: Vec<&str> = rel.split('/').collect();
@@ -222,6 +223,7 @@ mod tests {
         assert!(classify(&obj, RepoMode::BareUser).is_none());
         assert!(classify("/config", RepoMode::Archive).is_some());
         assert!(classify("/summary.json", RepoMode::Archive).is_some());
+        assert!(classify("/keys.json", RepoMode::Archive).is_some());
         assert!(classify(&format!("/signatures/{id}.json"), RepoMode::Archive).is_some());
         for bad in [
             "/",

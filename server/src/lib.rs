@@ -69,7 +69,10 @@ impl Default for Limits {
 pub struct ServerConfig {
     pub repo: PathBuf,
     pub listen: String,
-    pub sign_key: Option<PathBuf>,
+    /// Secret keys that sign the index and published commits: before any
+    /// key rotation the first signs; after one, those of the current key
+    /// set.
+    pub sign_keys: Vec<PathBuf>,
     pub tokens: Option<PathBuf>,
     pub limits: Limits,
     /// How long a written index stays valid.
@@ -81,7 +84,7 @@ impl ServerConfig {
         ServerConfig {
             repo,
             listen,
-            sign_key: None,
+            sign_keys: Vec::new(),
             tokens: None,
             limits: Limits::default(),
             validity_secs: DEFAULT_VALIDITY_SECS,
@@ -94,7 +97,7 @@ pub struct AppState {
     pub repo: Arc<Repo>,
     /// The repository path with symlinks resolved (for the read side).
     pub repo_root: PathBuf,
-    pub key: Option<Arc<SecretKey>>,
+    pub keys: Vec<SecretKey>,
     pub tokens: Tokens,
     pub limits: Limits,
     pub validity_secs: i64,
@@ -110,14 +113,14 @@ impl AppState {
     pub fn publisher(&self) -> Publisher<'_> {
         Publisher {
             repo: &self.repo,
-            key: self.key.as_deref(),
+            keys: &self.keys,
             validity_secs: self.validity_secs,
         }
     }
 
     pub fn new(
         repo: Repo,
-        key: Option<SecretKey>,
+        keys: Vec<SecretKey>,
         tokens: Tokens,
         limits: Limits,
         validity_secs: i64,
@@ -132,7 +135,7 @@ impl AppState {
         Ok(AppState {
             repo: Arc::new(repo),
             repo_root,
-            key: key.map(Arc::new),
+            keys,
             tokens,
             uploads: Semaphore::new(limits.upload_concurrency.max(1)),
             limits,
@@ -192,6 +195,7 @@ pub fn app(state: Arc<AppState>) -> Router {
         .route("/publish", post(api::publish_ref))
         .route("/publish/check", post(api::publish_check))
         .route("/revert", post(api::revert_ref))
+        .route("/keys/rotate", post(api::rotate_keys))
         .route("/promote", post(api::promote_ref))
         .route("/rollout", post(api::rollout_ref))
         .route("/hold", post(api::hold_ref))
@@ -209,20 +213,20 @@ pub fn app(state: Arc<AppState>) -> Router {
 /// state.
 pub fn prepare(config: &ServerConfig) -> anyhow::Result<Arc<AppState>> {
     let repo = Repo::open(&config.repo)?;
-    let key = config
-        .sign_key
-        .as_deref()
-        .map(SecretKey::load)
-        .transpose()?;
+    let keys = config
+        .sign_keys
+        .iter()
+        .map(|p| SecretKey::load(p))
+        .collect::<Result<Vec<_>, _>>()?;
     let tokens = match &config.tokens {
         Some(p) => Tokens::load(p)?,
         None => Tokens::none(),
     };
     publish::recover(&repo).context("finishing an interrupted publish")?;
-    if key.is_some() {
+    if !keys.is_empty() {
         Publisher {
             repo: &repo,
-            key: key.as_ref(),
+            keys: &keys,
             validity_secs: config.validity_secs,
         }
         .refresh(config.validity_secs / 2)
@@ -230,7 +234,7 @@ pub fn prepare(config: &ServerConfig) -> anyhow::Result<Arc<AppState>> {
     }
     Ok(Arc::new(AppState::new(
         repo,
-        key,
+        keys,
         tokens,
         config.limits.clone(),
         config.validity_secs,
@@ -288,8 +292,8 @@ pub async fn serve(config: ServerConfig) -> anyhow::Result<()> {
         writeln!(out, "listening on http://{addr}")?;
         out.flush()?;
     }
-    tracing::info!(%addr, repo = %config.repo.display(), signed = state.key.is_some(), "serving");
-    if state.key.is_some() {
+    tracing::info!(%addr, repo = %config.repo.display(), signed = !state.keys.is_empty(), "serving");
+    if !state.keys.is_empty() {
         tokio::spawn(refresh_loop(state.clone()));
     }
     // Without TCP_NODELAY a response whose headers and body go out in two

@@ -21,9 +21,11 @@ struct Args {
     #[arg(long, value_name = "ADDR")]
     listen: String,
     /// ed25519 secret key (from `treectl keygen`) that signs the ref index
-    /// and published commits
+    /// and published commits. Repeat it to hold the keys of a rotation
+    /// (`treectl key rotate`): the first signs until keys are rotated, then
+    /// those of the current key set
     #[arg(long, value_name = "FILE")]
-    sign_key: Option<PathBuf>,
+    sign_key: Vec<PathBuf>,
     /// Tokens file (TOML; see docs/http-api.md). Without one, every write is refused
     #[arg(long, value_name = "FILE")]
     tokens: Option<PathBuf>,
@@ -54,7 +56,7 @@ fn main() -> ExitCode {
         })
         .init();
     let mut config = ServerConfig::new(args.repo, args.listen);
-    config.sign_key = args.sign_key;
+    config.sign_keys = args.sign_key;
     config.tokens = args.tokens;
     config.limits = Limits {
         max_upload_bytes: args.max_upload_bytes,

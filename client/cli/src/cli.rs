@@ -164,6 +164,9 @@ pub enum Command {
         #[arg(long, value_name = "FILE")]
         out: PathBuf,
     },
+    /// Signing keys in band: list a target's key sets, or rotate to a new one
+    #[command(subcommand)]
+    Key(KeyCommand),
     /// Serve the repository over HTTP (runs `treectl-server`; `treectl serve --help` shows its options)
     #[command(disable_help_flag = true)]
     Serve {
@@ -274,6 +277,42 @@ pub enum Command {
     Sysroot(crate::cli_sysroot::SysrootCommand),
 }
 
+/// `treectl key ...`.
+#[derive(Subcommand, Debug)]
+pub enum KeyCommand {
+    /// List the key sets of a server, mirror or local repository (oldest first) and the keys
+    /// that signed its index; with --remote, the keys this client trusts for a remote
+    List {
+        /// Server or mirror URL (http://, https://) or local repository path
+        #[arg(required_unless_present = "remote", conflicts_with = "remote")]
+        target: Option<String>,
+        /// A remote of this repository (--repo): its configured keys and the key set it follows
+        #[arg(long, value_name = "NAME")]
+        remote: Option<String>,
+        /// Read the bearer token from FILE (default: $TREECTL_TOKEN)
+        #[arg(long, value_name = "FILE")]
+        token_file: Option<PathBuf>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Rotate the index's signing keys to a new key set, signed by the current set's keys and
+    /// the new ones; clients follow it from the keys they trust, and dropped keys stop counting
+    Rotate {
+        /// Server URL (it signs with its own --sign-key keys, which must include the new ones)
+        /// or local repository path (signed with --sign-key and the secret --new-key files)
+        url: String,
+        /// A key of the new set: a public key file, or a secret key file whose public half is
+        /// used (and which signs, for a local repository). Repeatable
+        #[arg(long, value_name = "FILE", required = true)]
+        new_key: Vec<PathBuf>,
+        /// How many keys of the new set must sign the index
+        #[arg(long, value_name = "N", default_value_t = 1)]
+        threshold: u32,
+        #[command(flatten)]
+        target: TargetArgs,
+    },
+}
+
 /// `treectl remote ...`.
 #[derive(Subcommand, Debug)]
 pub enum RemoteCommand {
@@ -368,8 +407,9 @@ pub struct TargetArgs {
     #[arg(long, value_name = "FILE")]
     pub token_file: Option<PathBuf>,
     /// When the target is a local repository: the key that signs the index and commits
+    /// (repeatable: after a key rotation, the keys of the current key set sign)
     #[arg(long, value_name = "FILE")]
-    pub sign_key: Option<PathBuf>,
+    pub sign_key: Vec<PathBuf>,
     /// Print JSON
     #[arg(long)]
     pub json: bool,

@@ -12,6 +12,7 @@ use std::error::Error as StdError;
 use std::io;
 use std::path::PathBuf;
 
+use treectl_release::keyset::KeySetError;
 use treectl_release::publish::PublishError;
 use treectl_release::remote::RemoteError;
 use treectl_release::sign::SignError;
@@ -220,6 +221,8 @@ pub enum TransportError {
     Index(#[from] IndexError),
     #[error(transparent)]
     Sign(#[from] SignError),
+    #[error(transparent)]
+    KeySet(#[from] KeySetError),
 
     #[error(transparent)]
     Store(#[from] treectl_store::Error),
@@ -306,6 +309,7 @@ impl TransportError {
             | E::UnsignedCommit { .. } => TrustRefused,
             E::Index(e) => index_class(e),
             E::Sign(e) => sign_class(e),
+            E::KeySet(e) => key_set_class(e),
             E::Store(e) => store_class(e),
             E::Remote(RemoteError::Repo(e)) => store_class(e),
             E::Publish(e) => publish_class(e),
@@ -398,7 +402,22 @@ fn index_class(e: &IndexError) -> ErrorClass {
         IndexError::UnsupportedFormat { .. } => ErrorClass::Local,
         IndexError::Expired { .. } => ErrorClass::TrustRefused,
         IndexError::Sign(e) => sign_class(e),
+        IndexError::KeySet(e) => key_set_class(e),
         IndexError::Repo(e) => store_class(e),
+    }
+}
+
+fn key_set_class(e: &KeySetError) -> ErrorClass {
+    match e {
+        KeySetError::Malformed { .. } => ErrorClass::Corrupt,
+        KeySetError::UnsupportedFormat { .. } => ErrorClass::Local,
+        KeySetError::BelowThreshold { .. }
+        | KeySetError::Missing { .. }
+        | KeySetError::Replayed { .. }
+        | KeySetError::Forked { .. }
+        | KeySetError::NoAnchor { .. } => ErrorClass::TrustRefused,
+        KeySetError::Sign(e) => sign_class(e),
+        KeySetError::Repo(e) => store_class(e),
     }
 }
 
@@ -426,6 +445,7 @@ fn publish_class(e: &PublishError) -> ErrorClass {
         PublishError::NotPublished { .. } => ErrorClass::NotFound,
         PublishError::Index(e) => index_class(e),
         PublishError::Sign(e) => sign_class(e),
+        PublishError::KeySet(e) => key_set_class(e),
         PublishError::Repo(e) => store_class(e),
         _ => ErrorClass::Local,
     }

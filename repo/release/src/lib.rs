@@ -1,6 +1,6 @@
 //! treectl-release: what makes a repository's content a release that
 //! clients can trust. Ed25519 keys and detached commit signatures
-//! ([`sign`]), the signed ref index `summary.json` ([`summary`]), publish,
+//! ([`sign`]), key sets and their rotation ([`keyset`]), the signed ref index `summary.json` ([`summary`]), publish,
 //! revert, the history log and crash recovery ([`publish`]), and on the
 //! client side the remotes and their trust state ([`remote`]: the highest
 //! index serial accepted, so a replayed older index is refused).
@@ -18,6 +18,7 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+pub mod keyset;
 pub mod publish;
 pub mod remote;
 pub mod sign;

@@ -22,7 +22,8 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-use crate::sign::{self, SecretKey, SignError};
+use crate::keyset::{self, KeySet, KeySetError};
+use crate::sign::{self, PublicKey, SecretKey, SignError};
 use crate::summary::{
     self, Barrier, IndexError, RefEntry, RefIndex, Rejection, Rollout, SignedIndex,
 };
@@ -102,6 +103,19 @@ pub enum PublishError {
     NotHeld { name: String },
     #[error("a hold needs a reason (--reason TEXT)")]
     NoReason,
+    #[error("the signing keys given ({held}) are not a threshold ({threshold}) of the repository's key set version {version} ({set}); sign with the keys of the current set")]
+    NotInKeySet {
+        held: String,
+        threshold: u32,
+        version: u64,
+        set: String,
+    },
+    #[error("the current index is not signed by {key_id}, the first signing key given: a rotation starts from the key clients trust now")]
+    NotCurrentKey { key_id: String },
+    #[error("a key rotation needs a signing key (--sign-key) of the current key set")]
+    NoSigningKey,
+    #[error(transparent)]
+    KeySet(#[from] KeySetError),
     #[error(transparent)]
     Index(#[from] IndexError),
     #[error(transparent)]
@@ -119,10 +133,23 @@ pub struct PublishOutcome {
     pub index_serial: u64,
 }
 
-/// Settings of the publisher: the signing key and the index's validity.
+/// What a key rotation did.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RotateOutcome {
+    /// The new key set.
+    pub keys: KeySet,
+    /// Their key ids, in order.
+    pub key_ids: Vec<String>,
+    pub index_serial: u64,
+}
+
+/// Settings of the publisher: the signing keys and the index's validity.
 pub struct Publisher<'a> {
     pub repo: &'a Repo,
-    pub key: Option<&'a SecretKey>,
+    /// The secret keys this publisher holds. Before any key rotation the
+    /// first signs; after one, every held key of the current key set signs
+    /// (at least the set's threshold of them, else writes are refused).
+    pub keys: &'a [SecretKey],
     /// Seconds from writing until the index expires.
     pub validity_secs: i64,
 }
@@ -430,6 +457,7 @@ impl Publisher<'_> {
         if let Some(p) = opts.rollout {
             check_percent(p)?;
         }
+        self.signers()?;
         Ok(())
     }
 
@@ -446,6 +474,7 @@ impl Publisher<'_> {
         }
         let _lock = PublishLock::acquire(self.repo)?;
         recover_locked(self.repo)?;
+        let signers = self.signers()?;
         let mut index = current_index(self.repo)?;
         let mut history = read_history(self.repo)?;
         let entry =
@@ -490,10 +519,9 @@ impl Publisher<'_> {
         index.serial = serial;
         index.generated = time;
         index.expires = time + self.validity_secs;
-        index.format = index.required_format();
         // The index is the commit point; a crash before the history is
         // rewritten loses only the event line.
-        summary::write_index(self.repo, &SignedIndex::sign(&index, self.key))?;
+        self.write_signed(&mut index, &signers)?;
         history.push(event.clone());
         write_history(self.repo, &history)?;
         Ok(PublishOutcome {
@@ -787,6 +815,7 @@ impl Publisher<'_> {
             });
         }
         let commit = repo.read_commit(commit_id)?;
+        let signers = self.signers()?;
         let mut index = current_index(repo)?;
         let mut history = read_history(repo)?;
         let last_serial = history.last().map_or(0, |h| h.serial);
@@ -820,7 +849,7 @@ impl Publisher<'_> {
             from_ref: from_ref.map(str::to_owned),
             to_ref: None,
         };
-        if let Some(key) = self.key {
+        for key in &signers.1 {
             sign::add_commit_signature(repo, commit_id, ref_name, key)?;
         }
         let also: Vec<HistoryEntry> = match (kind, from_ref) {
@@ -870,8 +899,7 @@ impl Publisher<'_> {
                 barriers,
             },
         );
-        index.format = index.required_format();
-        summary::write_index(repo, &SignedIndex::sign(&index, self.key))?;
+        self.write_signed(&mut index, &signers)?;
         failpoint::hit("publish-after-index");
         history.push(entry.clone());
         history.extend(also);
@@ -898,6 +926,7 @@ impl Publisher<'_> {
         let Some(signed) = summary::read_index(self.repo)? else {
             return Ok(false);
         };
+        let signers = self.signers()?;
         let mut index = signed.index_unverified()?;
         let time = now();
         if index.expires - time >= min_remaining_secs {
@@ -907,8 +936,114 @@ impl Publisher<'_> {
         index.serial = index.serial.max(last_serial) + 1;
         index.generated = time;
         index.expires = time + self.validity_secs;
-        summary::write_index(self.repo, &SignedIndex::sign(&index, self.key))?;
+        self.write_signed(&mut index, &signers)?;
         Ok(true)
+    }
+
+    /// The current key set (none before the first rotation) and the held
+    /// keys that sign with it; refuses when they are below its threshold.
+    fn signers(&self) -> Result<(Option<KeySet>, Vec<&SecretKey>), PublishError> {
+        let Some(set) = keyset::read_chain(self.repo)?
+            .map(|c| c.current())
+            .transpose()?
+            .flatten()
+        else {
+            return Ok((None, self.keys.first().into_iter().collect()));
+        };
+        let held = set.held(self.keys);
+        if held.len() < set.threshold as usize {
+            return Err(PublishError::NotInKeySet {
+                held: if self.keys.is_empty() {
+                    "none".to_owned()
+                } else {
+                    self.keys
+                        .iter()
+                        .map(|k| k.public().key_id())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                },
+                threshold: set.threshold,
+                version: set.version,
+                set: set.key_ids().join(", "),
+            });
+        }
+        Ok((Some(set), held))
+    }
+
+    /// Names the key set in `index`, sets its format, signs and writes it.
+    fn write_signed(
+        &self,
+        index: &mut RefIndex,
+        (set, signers): &(Option<KeySet>, Vec<&SecretKey>),
+    ) -> Result<(), PublishError> {
+        index.keys = set.clone();
+        index.format = index.required_format();
+        summary::write_index(self.repo, &SignedIndex::sign_with(index, signers))?;
+        Ok(())
+    }
+
+    /// The repository's key sets, oldest first (empty before the first
+    /// rotation).
+    pub fn key_sets(repo: &Repo) -> Result<Vec<KeySet>, PublishError> {
+        Ok(match keyset::read_chain(repo)? {
+            Some(chain) => chain.sets_unverified()?,
+            None => Vec::new(),
+        })
+    }
+
+    /// Rotates the signing keys: appends a key set of `new` keys with
+    /// `threshold` to `keys.json`, signed by a threshold of the current set
+    /// and of the new one (the held keys), re-signs every published head
+    /// and barrier release with the new keys, and writes an index that
+    /// names the new set, signed by it. Before the first rotation the
+    /// current set is the first held key, which must have signed the
+    /// current index. Nothing changes when a check fails.
+    pub fn rotate(&self, new: &[PublicKey], threshold: u32) -> Result<RotateOutcome, PublishError> {
+        let _lock = PublishLock::acquire(self.repo)?;
+        recover_locked(self.repo)?;
+        let first = self.keys.first().ok_or(PublishError::NoSigningKey)?;
+        let chain = keyset::read_chain(self.repo)?;
+        if chain.is_none() {
+            if let Some(signed) = summary::read_index(self.repo)? {
+                if signed.verify(&first.public()).is_err() {
+                    return Err(PublishError::NotCurrentKey {
+                        key_id: first.public().key_id(),
+                    });
+                }
+            }
+        } else {
+            // Refuses unless the held keys can sign with the current set.
+            self.signers()?;
+        }
+        let chain = keyset::rotate(chain, Some(first), self.keys, new, threshold)?;
+        let set = chain.current()?.expect("a rotation adds a set");
+        let signers = (Some(set.clone()), set.held(self.keys));
+        let mut index = current_index(self.repo)?;
+        // Commits stay verifiable by clients that trust only the new set.
+        for (name, entry) in &index.refs {
+            let name = RefName::new(name)?;
+            let commits =
+                std::iter::once(entry.commit).chain(entry.barriers.iter().map(|b| b.commit));
+            for commit in commits {
+                for key in &signers.1 {
+                    sign::add_commit_signature(self.repo, &commit, &name, key)?;
+                }
+            }
+        }
+        // The chain first: an index naming a set the chain lacks would be
+        // refused by every client.
+        keyset::write_chain(self.repo, &chain)?;
+        let last_serial = read_history(self.repo)?.last().map_or(0, |h| h.serial);
+        let time = now();
+        index.serial = index.serial.max(last_serial) + 1;
+        index.generated = time;
+        index.expires = time + self.validity_secs;
+        self.write_signed(&mut index, &signers)?;
+        Ok(RotateOutcome {
+            key_ids: set.key_ids(),
+            keys: set,
+            index_serial: index.serial,
+        })
     }
 }
 
@@ -944,13 +1079,82 @@ mod tests {
     }
 
     #[test]
+    fn a_rotation_hands_signing_to_the_new_keys() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let repo = Repo::init(&tmp.path().join("repo"), RepoMode::Archive).expect("init");
+        let (a, b) = (SecretKey::from_seed([3; 32]), SecretKey::from_seed([4; 32]));
+        let stable = RefName::new("os/stable").expect("valid");
+        let v1 = commit_tree(&repo, &tmp.path().join("v1"), "v1", "1");
+        let v2 = commit_tree(&repo, &tmp.path().join("v2"), "v2", "2");
+        let with = |keys| Publisher {
+            repo: &repo,
+            keys,
+            validity_secs: 100,
+        };
+        with(std::slice::from_ref(&a))
+            .publish(&stable, &v1, "alice", &PublishOptions::default())
+            .expect("v1");
+        // Without the new key's secret the rotation is refused and nothing
+        // is written.
+        assert!(matches!(
+            with(std::slice::from_ref(&a)).rotate(&[b.public()], 1),
+            Err(PublishError::KeySet(KeySetError::BelowThreshold {
+                version: 2,
+                ..
+            }))
+        ));
+        assert!(keyset::read_chain(&repo).expect("read").is_none());
+        // B first is not the key that signed the index.
+        let both = [SecretKey::from_seed([4; 32]), SecretKey::from_seed([3; 32])];
+        assert!(matches!(
+            with(&both).rotate(&[b.public()], 1),
+            Err(PublishError::NotCurrentKey { .. })
+        ));
+        let both = [SecretKey::from_seed([3; 32]), SecretKey::from_seed([4; 32])];
+        let out = with(&both).rotate(&[b.public()], 1).expect("rotate");
+        assert_eq!(out.keys.version, 2);
+        assert_eq!(out.index_serial, 2);
+        let signed = summary::read_index(&repo).expect("read").expect("index");
+        let index = signed.verify_set(&out.keys).expect("signed by the new set");
+        assert_eq!(index.format, summary::INDEX_FORMAT_KEYS);
+        assert_eq!(index.keys.as_ref(), Some(&out.keys));
+        assert!(signed.verify(&a.public()).is_err(), "A no longer signs");
+        // The published head is signed by B for its ref.
+        sign::read_commit_signatures(&repo, &v1)
+            .expect("read")
+            .expect("signatures")
+            .verify(&stable, &b.public())
+            .expect("re-signed by B");
+        // A alone may no longer publish; the index stays as it was.
+        let before = fs::read(repo.path().join(summary::INDEX_FILE)).expect("index");
+        assert!(matches!(
+            with(std::slice::from_ref(&a)).publish(
+                &stable,
+                &v2,
+                "alice",
+                &PublishOptions::default()
+            ),
+            Err(PublishError::NotInKeySet { version: 2, .. })
+        ));
+        assert_eq!(
+            fs::read(repo.path().join(summary::INDEX_FILE)).expect("index"),
+            before
+        );
+        let out = with(std::slice::from_ref(&b))
+            .publish(&stable, &v2, "alice", &PublishOptions::default())
+            .expect("B publishes");
+        assert_eq!(out.index_serial, 3);
+        assert_eq!(Publisher::key_sets(&repo).expect("sets").len(), 2);
+    }
+
+    #[test]
     fn publish_revert_history_and_signatures() {
         let tmp = tempfile::tempdir().expect("tempdir");
         let repo = Repo::init(&tmp.path().join("repo"), RepoMode::Archive).expect("init");
         let key = SecretKey::from_seed([3; 32]);
         let p = Publisher {
             repo: &repo,
-            key: Some(&key),
+            keys: std::slice::from_ref(&key),
             validity_secs: 100,
         };
         let stable = RefName::new("os/stable").expect("valid");
@@ -1035,7 +1239,7 @@ mod tests {
         let repo = Repo::init(&tmp.path().join("repo"), RepoMode::Archive).expect("init");
         let p = Publisher {
             repo: &repo,
-            key: None,
+            keys: &[],
             validity_secs: 100,
         };
         let stable = RefName::new("os/stable").expect("valid");
@@ -1136,7 +1340,7 @@ mod tests {
         fs::remove_file(repo.object_path(&commit.root_tree, ObjectKind::Tree)).expect("rm");
         let p = Publisher {
             repo: &repo,
-            key: None,
+            keys: &[],
             validity_secs: 100,
         };
         let stable = RefName::new("os/stable").expect("valid");

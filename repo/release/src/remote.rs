@@ -30,8 +30,14 @@ use treectl_store::store::{write_atomic, Repo, CONFIG_FILE, STATE_DIR};
 pub const REMOTE_SECTION: &str = "remote";
 /// Where trust states live, relative to the repository.
 pub const TRUST_DIR: &str = "state/remotes";
-/// The trust state file's `format`.
-pub const TRUST_FORMAT: u32 = 1;
+/// The newest trust state `format` this build reads.
+pub const TRUST_FORMAT: u32 = 2;
+/// The first format: serials and refs.
+pub const TRUST_FORMAT_V1: u32 = 1;
+/// Format 2 adds the key set the client follows (`key_set`): an older
+/// treectl would go back to the configured keys, which a rotation may
+/// have removed, so it must refuse the file instead.
+pub const TRUST_FORMAT_KEYS: u32 = 2;
 /// Longest remote name.
 pub const MAX_REMOTE_NAME: usize = 64;
 
@@ -301,6 +307,11 @@ pub struct TrustState {
     /// Per pulled ref.
     #[serde(default)]
     pub refs: BTreeMap<String, TrustedRef>,
+    /// The newest key set this client accepted from the remote, reached
+    /// from its configured keys through verified rotations: from then on
+    /// only its keys sign, and an older key set is refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_set: Option<crate::keyset::KeySet>,
 }
 
 /// The trust state file of remote `name`.
@@ -317,7 +328,7 @@ impl TrustState {
             Ok(b) => b,
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
                 return Ok(TrustState {
-                    format: TRUST_FORMAT,
+                    format: TRUST_FORMAT_V1,
                     ..TrustState::default()
                 })
             }
@@ -340,13 +351,19 @@ impl TrustState {
     /// Writes the trust state atomically and durably.
     pub fn save(&self, repo: &Repo, name: &str) -> Result<(), RemoteError> {
         validate_name(name)?;
+        let mut state = self.clone();
+        state.format = if state.key_set.is_some() {
+            TRUST_FORMAT_KEYS
+        } else {
+            state.format.max(TRUST_FORMAT_V1)
+        };
         let dir = repo.path().join(TRUST_DIR);
         if !dir.exists() {
             fs::create_dir_all(&dir).map_err(Error::io("creating", &dir))?;
             let state = repo.path().join(STATE_DIR);
             fsutil::fsync_dir(&state).map_err(Error::io("syncing", &state))?;
         }
-        let mut text = serde_json::to_vec_pretty(self).expect("trust state serializes");
+        let mut text = serde_json::to_vec_pretty(&state).expect("trust state serializes");
         text.push(b'\n');
         write_atomic(&trust_path(repo, name), &text, true)?;
         Ok(())
@@ -455,5 +472,22 @@ mod tests {
         );
         state.save(&repo, "origin").expect("save");
         assert_eq!(TrustState::load(&repo, "origin").expect("load"), state);
+        // Following a key set makes the file format 2, which a reader of
+        // format 1 refuses instead of falling back to the configured keys.
+        let key = SecretKey::from_seed([4; 32]).public();
+        state.key_set = Some(crate::keyset::KeySet::new(2, 1, &[key]).expect("set"));
+        state.save(&repo, "origin").expect("save");
+        let back = TrustState::load(&repo, "origin").expect("load");
+        assert_eq!(back.format, TRUST_FORMAT_KEYS);
+        assert_eq!(back.key_set, state.key_set);
+        let path = trust_path(&repo, "origin");
+        let text = fs::read_to_string(&path).expect("read");
+        fs::write(&path, text.replace("\"format\": 2", "\"format\": 3")).expect("write");
+        let err = TrustState::load(&repo, "origin").expect_err("newer format");
+        assert!(
+            err.to_string()
+                .contains("format 3 is newer than this treectl reads (2)"),
+            "{err}"
+        );
     }
 }

@@ -155,6 +155,18 @@ impl PublicKey {
         VerifyingKey::from_bytes(bytes).ok().map(PublicKey)
     }
 
+    /// The key's 32 bytes in hex (as key sets name it).
+    pub fn to_hex(&self) -> String {
+        hex::encode(self.0.to_bytes())
+    }
+
+    /// A key from 64 hex digits, if they are a valid ed25519 public key.
+    pub fn from_hex(text: &str) -> Option<PublicKey> {
+        let mut bytes = [0u8; 32];
+        hex::decode_to_slice(text, &mut bytes).ok()?;
+        PublicKey::from_bytes(&bytes)
+    }
+
     /// The key file's text.
     pub fn to_text(&self) -> String {
         format!("{PUBLIC_KEY_TAG} {}\n", hex::encode(self.0.to_bytes()))

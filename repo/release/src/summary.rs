@@ -15,6 +15,7 @@ use std::io;
 
 use serde::{Deserialize, Serialize};
 
+use crate::keyset::{KeySet, KeySetError};
 use crate::sign::{PublicKey, SecretKey, SignError, Signature};
 use treectl_store::hash::ObjectId;
 use treectl_store::store::{write_atomic, Repo};
@@ -25,13 +26,18 @@ pub const INDEX_FILE: &str = "summary.json";
 /// one. Writers use the lowest format that carries what the index holds
 /// ([`RefIndex::required_format`]), so older readers keep reading indexes
 /// that use nothing new.
-pub const INDEX_FORMAT: u32 = 2;
+pub const INDEX_FORMAT: u32 = 3;
 /// The first format: refs, serials, versions and (ignorable) rejections.
 pub const INDEX_FORMAT_V1: u32 = 1;
 /// Format 2 adds what a reader must not ignore: phased rollouts and
 /// barrier releases (a format-1 reader would upgrade every machine at
 /// once and skip barriers, so it must refuse the index instead).
 pub const INDEX_FORMAT_ROLLOUTS: u32 = 2;
+/// Format 3 adds the key set that may sign the index (`keys`, after the
+/// first key rotation): a format-2 reader would check the index against
+/// the keys it was configured with and miss a rotation, so it must refuse
+/// the index instead.
+pub const INDEX_FORMAT_KEYS: u32 = 3;
 /// The payload's `type`, which also keeps index and commit signatures apart.
 pub const INDEX_TYPE: &str = "treectl-ref-index";
 /// Prefix of the message signed for an index: this, then the payload bytes.
@@ -50,6 +56,8 @@ pub enum IndexError {
     Expired { expires: i64, now: i64 },
     #[error(transparent)]
     Sign(#[from] SignError),
+    #[error(transparent)]
+    KeySet(#[from] KeySetError),
     #[error(transparent)]
     Repo(#[from] treectl_store::Error),
 }
@@ -132,6 +140,11 @@ pub struct RefIndex {
     /// After this time clients treat the index as stale.
     pub expires: i64,
     pub refs: BTreeMap<String, RefEntry>,
+    /// The key set that may sign this index, once keys have been rotated
+    /// (absent: the index is signed by the one key clients were given).
+    /// Index format 3.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keys: Option<KeySet>,
 }
 
 impl RefIndex {
@@ -144,12 +157,15 @@ impl RefIndex {
             generated: 0,
             expires: 0,
             refs: BTreeMap::new(),
+            keys: None,
         }
     }
 
     /// The lowest format that carries everything this index holds.
     pub fn required_format(&self) -> u32 {
-        if self
+        if self.keys.is_some() {
+            INDEX_FORMAT_KEYS
+        } else if self
             .refs
             .values()
             .any(|r| r.rollout.is_some() || !r.barriers.is_empty())
@@ -200,6 +216,17 @@ impl SignedIndex {
         }
     }
 
+    /// Serializes `index` and signs it with every key of `keys`.
+    pub fn sign_with(index: &RefIndex, keys: &[&SecretKey]) -> SignedIndex {
+        let payload = serde_json::to_string(index).expect("index serializes");
+        debug_assert!(index.format >= index.required_format());
+        let message = index_message(&payload);
+        SignedIndex {
+            signatures: keys.iter().map(|k| k.sign(&message)).collect(),
+            payload,
+        }
+    }
+
     pub fn parse(bytes: &[u8]) -> Result<SignedIndex, IndexError> {
         serde_json::from_slice(bytes).map_err(|e| IndexError::Malformed {
             reason: e.to_string(),
@@ -238,6 +265,16 @@ impl SignedIndex {
     /// Checks `key`'s signature over the payload, then parses it.
     pub fn verify(&self, key: &PublicKey) -> Result<RefIndex, IndexError> {
         key.verify_any(
+            "the ref index",
+            &index_message(&self.payload),
+            &self.signatures,
+        )?;
+        self.index_unverified()
+    }
+
+    /// Checks that a threshold of `set` signed the payload, then parses it.
+    pub fn verify_set(&self, set: &KeySet) -> Result<RefIndex, IndexError> {
+        set.verify_threshold(
             "the ref index",
             &index_message(&self.payload),
             &self.signatures,
@@ -334,6 +371,17 @@ mod tests {
             paused: false,
         });
         assert_eq!(rolling.required_format(), 2);
+        // A key set needs format 3, which a format-2 reader refuses.
+        let mut keyed = sample();
+        keyed.keys =
+            Some(KeySet::new(2, 1, &[SecretKey::from_seed([5; 32]).public()]).expect("key set"));
+        assert_eq!(keyed.required_format(), INDEX_FORMAT_KEYS);
+        let err = IndexError::UnsupportedFormat {
+            found: INDEX_FORMAT_KEYS,
+        };
+        assert!(err
+            .to_string()
+            .starts_with("the ref index has format 3, newer than"));
         assert!(sample().check_fresh(200).is_ok());
         assert!(matches!(
             sample().check_fresh(201),

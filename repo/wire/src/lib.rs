@@ -147,6 +147,26 @@ pub struct RevertRequest {
     pub reason: String,
 }
 
+/// `POST /v1/keys/rotate`: rotate the index's signing keys to a new key
+/// set of these public keys (64 hex digits each) and threshold.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct RotateRequest {
+    pub keys: Vec<String>,
+    pub threshold: u32,
+}
+
+/// The answer to a key rotation: the new key set and the index serial
+/// that first names it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RotateResponse {
+    pub version: u64,
+    pub threshold: u32,
+    /// Public keys, 64 hex digits each.
+    pub keys: Vec<String>,
+    pub key_ids: Vec<String>,
+    pub serial: u64,
+}
+
 /// The answer to a publish or a revert.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct PublishResponse {

@@ -406,7 +406,7 @@ pub fn diff_components_at(url: &str, from: &str, to: &str, json: bool) -> Result
     if !treectl_transport::http::is_url(url) {
         return diff_components(&Repo::open(Path::new(url))?, from, to, json);
     }
-    let target = treectl_transport::push::open_target(url, None, None)?;
+    let target = treectl_transport::push::open_target(url, None, &[])?;
     let read = |rev: &str| -> Result<(ObjectId, Commit)> {
         let id = ObjectId::from_hex(rev).with_context(|| {
             format!("{rev:?} is not a full commit id (a server's revisions are named by id)")

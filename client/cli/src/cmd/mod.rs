@@ -2,6 +2,7 @@
 
 mod deploy;
 mod import;
+mod key;
 pub mod lock;
 mod publish;
 pub mod pull;
@@ -13,7 +14,7 @@ use std::process::ExitCode;
 use anyhow::{Context, Result};
 use treectl_store::Repo;
 
-use crate::cli::{Cli, Command};
+use crate::cli::{Cli, Command, KeyCommand};
 
 pub fn run(cli: Cli) -> Result<ExitCode> {
     let repo_path = cli.repo;
@@ -91,6 +92,24 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             json,
         } => repo::prune(&open(repo_path)?, keep_younger_than, depth, dry_run, json),
         Command::Keygen { out } => publish::keygen(&out),
+        Command::Key(KeyCommand::List {
+            target,
+            remote,
+            token_file,
+            json,
+        }) => match (target, remote) {
+            (_, Some(name)) => key::list_remote(&open(repo_path)?, &name, json),
+            (Some(target), None) => key::list(&target, token_file.as_deref(), json),
+            (None, None) => {
+                anyhow::bail!("name a TARGET (URL or repository path) or --remote NAME")
+            }
+        },
+        Command::Key(KeyCommand::Rotate {
+            url,
+            new_key,
+            threshold,
+            target,
+        }) => key::rotate(&url, &new_key, threshold, &target),
         Command::Serve { args } => publish::serve(repo_path, args),
         Command::Push {
             url,

@@ -66,11 +66,11 @@ pub fn serve(repo: Option<PathBuf>, args: Vec<OsString>) -> Result<ExitCode> {
 }
 
 /// The target the user named, with the flags that go with it.
-fn open(url: &str, args: &TargetArgs) -> Result<Box<dyn PublishTarget>> {
+pub(crate) fn open(url: &str, args: &TargetArgs) -> Result<Box<dyn PublishTarget>> {
     Ok(open_target(
         url,
         args.token_file.as_deref(),
-        args.sign_key.as_deref(),
+        &args.sign_key,
     )?)
 }
 

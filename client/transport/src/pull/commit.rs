@@ -24,6 +24,9 @@ pub(super) fn record(
     state.serial = accepted.index.serial;
     state.index_sha256 = Some(accepted.sha256.clone());
     state.generated = accepted.index.generated;
+    if accepted.key_set.is_some() {
+        state.key_set = accepted.key_set.clone();
+    }
     // The head (at its entry's serial), or a barrier on the way to it
     // (at the serial it was published with).
     let ref_serial = if commit == accepted.entry.commit {
@@ -58,6 +61,9 @@ pub(super) fn record_index(
     state.serial = accepted.index.serial;
     state.index_sha256 = Some(accepted.sha256.clone());
     state.generated = accepted.index.generated;
+    if accepted.key_set.is_some() {
+        state.key_set = accepted.key_set.clone();
+    }
     if let Some(r) = state.refs.get_mut(ref_name.as_str()) {
         r.rejected = accepted.entry.rejected.clone();
     }

@@ -3,8 +3,15 @@
 //! when the remote has none), it has not expired, and it does not take the
 //! client back (serials never go down; the same serial means the same
 //! index).
+//!
+//! Once keys have been rotated the index names its key set; the client
+//! then trusts the key set it accepted last (or, before any, its
+//! configured keys) and follows `keys.json`, from the same source, one
+//! verified rotation at a time up to the named set ([`KeyChain::walk`]).
+//! A key set older than the one accepted is a replay and is refused.
 
 use sha2::{Digest, Sha256};
+use treectl_release::keyset::{KeyChain, KeySet, KeySetError, KEYS_FILE};
 use treectl_release::remote::{Remote, TrustState};
 use treectl_release::sign::PublicKey;
 use treectl_release::summary::{RefEntry, RefIndex, SignedIndex, INDEX_FILE};
@@ -23,6 +30,8 @@ pub(super) struct Accepted {
     pub sha256: String,
     /// The pulled ref's entry.
     pub entry: RefEntry,
+    /// The key set that signed it, when keys have been rotated.
+    pub key_set: Option<KeySet>,
 }
 
 /// The index from the first source that passes; else every source's
@@ -64,7 +73,11 @@ fn from_source(
             _ => e,
         })?;
     let signed = SignedIndex::parse(&bytes)?;
-    let index = verify_index(&signed, &remote.trusted_keys, now())?;
+    let fetch_chain = || -> Result<KeyChain, TransportError> {
+        let bytes = http.get(src, &format!("/{KEYS_FILE}"), max_bytes)?;
+        Ok(KeyChain::parse(&bytes)?)
+    };
+    let (index, key_set) = verify_rotated(&signed, remote, trust, now(), fetch_chain)?;
     let sha256 = hex_sha256(signed.payload.as_bytes());
     let entry = check_trust(trust, &index, &sha256, &remote.name, ref_name.as_str())?.clone();
     Ok(Accepted {
@@ -72,7 +85,67 @@ fn from_source(
         index,
         sha256,
         entry,
+        key_set,
     })
+}
+
+/// Verifies an index against what the client trusts: the key set it
+/// accepted last, else its configured keys. When the index names a newer
+/// key set, the chain (`fetch_chain`, asked only then) must lead there
+/// from the trusted one. Returns the index and the key set it was signed
+/// by (none before any rotation).
+pub fn verify_rotated(
+    signed: &SignedIndex,
+    remote: &Remote,
+    trust: &TrustState,
+    now: i64,
+    fetch_chain: impl FnOnce() -> Result<KeyChain, TransportError>,
+) -> Result<(RefIndex, Option<KeySet>), TransportError> {
+    // Parsing first: a format this build cannot read is refused clearly.
+    let named = signed.index_unverified()?.keys;
+    let trusted = trust.key_set.as_ref();
+    if remote.trusted_keys.is_empty() && trusted.is_none() {
+        // Integrity only: nothing to follow.
+        return Ok((verify_index(signed, &[], now)?, None));
+    }
+    let set = match (named, trusted) {
+        (None, None) => return Ok((verify_index(signed, &remote.trusted_keys, now)?, None)),
+        // An index from before the first rotation names no set: version 1.
+        (None, Some(t)) => {
+            return Err(KeySetError::Replayed {
+                found: 1,
+                trusted: t.version,
+            }
+            .into())
+        }
+        (Some(named), Some(t)) if named == *t => named,
+        (Some(named), Some(t)) if named.version < t.version => {
+            return Err(KeySetError::Replayed {
+                found: named.version,
+                trusted: t.version,
+            }
+            .into())
+        }
+        (Some(named), Some(t)) if named.version == t.version => {
+            return Err(KeySetError::Forked { version: t.version }.into())
+        }
+        (Some(named), trusted) => {
+            let walked = fetch_chain()?.walk(trusted, &remote.trusted_keys, named.version)?;
+            if walked != named {
+                return Err(KeySetError::Malformed {
+                    reason: format!(
+                        "the index names key set version {} with keys other than the chain's",
+                        named.version
+                    ),
+                }
+                .into());
+            }
+            walked
+        }
+    };
+    let index = signed.verify_set(&set)?;
+    index.check_fresh(now)?;
+    Ok((index, Some(set)))
 }
 
 /// Verifies an index's signature with any trusted key (integrity only
@@ -223,6 +296,68 @@ mod tests {
             "o does not publish os/testing (published: os/stable)"
         );
         assert_eq!(other.class(), ErrorClass::NotFound);
+    }
+
+    #[test]
+    fn rotations_are_followed_and_old_keys_refused() {
+        use treectl_release::keyset::{self, KeyChain};
+        let (a, b, c) = (
+            SecretKey::from_seed([1; 32]),
+            SecretKey::from_seed([2; 32]),
+            SecretKey::from_seed([3; 32]),
+        );
+        let held = [
+            SecretKey::from_seed([1; 32]),
+            SecretKey::from_seed([2; 32]),
+            SecretKey::from_seed([3; 32]),
+        ];
+        let ab = keyset::rotate(None, Some(&a), &held, &[b.public()], 1).expect("a->b");
+        let abc = keyset::rotate(Some(ab.clone()), None, &held, &[c.public()], 1).expect("b->c");
+        let set = |chain: &KeyChain| chain.current().expect("sets").expect("a set");
+        let named = |serial, set: &KeySet, by: &SecretKey| {
+            let mut i = index(serial, serial);
+            i.keys = Some(set.clone());
+            i.format = i.required_format();
+            SignedIndex::sign(&i, Some(by))
+        };
+        let remote = Remote {
+            name: "o".into(),
+            url: "http://x".into(),
+            mirrors: vec![],
+            trusted_keys: vec![a.public()],
+        };
+        let fresh = TrustState::default();
+        let chain = |c: &KeyChain| {
+            let c = c.clone();
+            move || Ok(c)
+        };
+        // Offline across two rotations, trusting only A: it reaches C.
+        let (_, got) = verify_rotated(&named(5, &set(&abc), &c), &remote, &fresh, 10, chain(&abc))
+            .expect("follows A -> B -> C");
+        assert_eq!(got.as_ref(), Some(&set(&abc)));
+        // After the rotation to B, an index signed by A is refused, whatever
+        // key set it names.
+        let at_b = TrustState {
+            key_set: Some(set(&ab)),
+            ..TrustState::default()
+        };
+        let e = verify_rotated(&named(6, &set(&ab), &a), &remote, &at_b, 10, chain(&ab))
+            .expect_err("A no longer signs");
+        assert_eq!(e.class(), ErrorClass::TrustRefused);
+        let unnamed = SignedIndex::sign(&index(6, 6), Some(&a));
+        let e = verify_rotated(&unnamed, &remote, &at_b, 10, chain(&ab)).expect_err("pre-rotation");
+        assert!(e.to_string().contains("replayed old key set"), "{e}");
+        // Having followed C, the key set of B (validly signed) is a replay.
+        let at_c = TrustState {
+            key_set: got,
+            ..TrustState::default()
+        };
+        let e = verify_rotated(&named(7, &set(&ab), &b), &remote, &at_c, 10, chain(&abc))
+            .expect_err("replayed B");
+        assert_eq!(
+            e.to_string(),
+            "key set version 2 is older than version 3, which this client already trusts: a replayed old key set is refused"
+        );
     }
 
     #[test]

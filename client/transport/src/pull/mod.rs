@@ -2,7 +2,8 @@
 //! steps, one module each:
 //!
 //! 1. [`index`]: fetch `summary.json` from the remote's URL (then its
-//!    mirrors), check its signature against the trusted keys, its expiry,
+//!    mirrors), check its signature against the trusted keys (after a key
+//!    rotation, the key set followed through `keys.json`), its expiry,
 //!    and that its serial (and the ref's) is not lower than what this
 //!    client accepted last ([`TrustState`]).
 //! 2. [`verify`]: fetch the commit's detached signature, which must bind
@@ -183,8 +184,15 @@ pub fn pull(
     let accepted = index::accept(&source, &remote, &trust, ref_name, opts.max_index_bytes)?;
     let (commit_id, serial) = target_of(&accepted, opts, &target)?;
     let where_ = format!("pulling {target}");
-    verify::commit_signature(&source, accepted.source, &remote, ref_name, &commit_id)
-        .map_err(|e| e.context(&where_))?;
+    verify::commit_signature(
+        &source,
+        accepted.source,
+        &remote,
+        accepted.key_set.as_ref(),
+        ref_name,
+        &commit_id,
+    )
+    .map_err(|e| e.context(&where_))?;
 
     let already = treectl_store::refs::try_read_remote_ref(repo, remote_name, ref_name)?;
     source.probe();
@@ -301,8 +309,15 @@ pub fn plan(
     let accepted = index::accept(&source, &remote, &trust, ref_name, opts.max_index_bytes)?;
     let (commit_id, serial) = target_of(&accepted, opts, &target)?;
     let where_ = format!("pricing {target}");
-    verify::commit_signature(&source, accepted.source, &remote, ref_name, &commit_id)
-        .map_err(|e| e.context(&where_))?;
+    verify::commit_signature(
+        &source,
+        accepted.source,
+        &remote,
+        accepted.key_set.as_ref(),
+        ref_name,
+        &commit_id,
+    )
+    .map_err(|e| e.context(&where_))?;
     commit::record_index(repo, remote_name, ref_name, &trust, &accepted)?;
     source.probe();
     let _lock = RepoLock::acquire(repo.path(), LockKind::Shared)?;

@@ -3,6 +3,7 @@
 //! signed for another ref, or not at all, is refused before any object is
 //! fetched.
 
+use treectl_release::keyset::KeySet;
 use treectl_release::remote::Remote;
 use treectl_release::sign::{commit_signatures_rel_path, CommitSignatures};
 use treectl_store::refs::RefName;
@@ -12,15 +13,18 @@ use crate::error::{ErrorClass, TransportError};
 use crate::source::HttpSource;
 
 /// Checks `commit`'s signatures, fetched from source `src` (the one whose
-/// index was accepted). Nothing to check when the remote has no key.
+/// index was accepted): by a threshold of `key_set` (the set that signed
+/// the index) once keys have been rotated, else by a configured key.
+/// Nothing to check when the remote has no key.
 pub(super) fn commit_signature(
     http: &HttpSource,
     src: usize,
     remote: &Remote,
+    key_set: Option<&KeySet>,
     ref_name: &RefName,
     commit: &ObjectId,
 ) -> Result<(), TransportError> {
-    if remote.trusted_keys.is_empty() {
+    if remote.trusted_keys.is_empty() && key_set.is_none() {
         return Ok(());
     }
     let path = format!("/{}", commit_signatures_rel_path(commit));
@@ -32,6 +36,9 @@ pub(super) fn commit_signature(
         _ => e,
     })?;
     let sigs = CommitSignatures::parse(commit, &bytes)?;
+    if let Some(set) = key_set {
+        return Ok(set.verify_commit(&sigs, ref_name)?);
+    }
     let mut first = None;
     for key in &remote.trusted_keys {
         match sigs.verify(ref_name, key) {

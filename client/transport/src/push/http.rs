@@ -2,17 +2,19 @@
 //! uploads to `/v1/objects`, `/v1/publish`, `/v1/revert`, `/v1/history`.
 
 use treectl_release::publish::HistoryEntry;
+use treectl_release::sign::PublicKey;
 use treectl_store::object::{Commit, ObjectKind};
 use treectl_store::refs::RefName;
 use treectl_store::{ObjectId, Repo};
 use treectl_wire::{
     write_pack_end, write_pack_record, write_pack_start, HistoryResponse, HoldRequest,
     MissingRequest, MissingResponse, ObjectRef, PromoteRequest, PublishCheckResponse,
-    PublishRequest, PublishResponse, ReleaseRequest, RevertRequest, RolloutRequest, UploadResponse,
+    PublishRequest, PublishResponse, ReleaseRequest, RevertRequest, RolloutRequest, RotateRequest,
+    RotateResponse, UploadResponse,
 };
 
 use super::{PublishOptions, PublishTarget, RolloutAction, Uploaded};
-use crate::error::TransportError;
+use crate::error::{ErrorClass, TransportError};
 use crate::http::HttpRemote;
 
 /// Objects per "which do you lack" request.
@@ -190,6 +192,32 @@ impl PublishTarget for HttpTarget {
             },
             &format!("holding {name}"),
         )
+    }
+
+    fn rotate_keys(
+        &self,
+        keys: &[PublicKey],
+        threshold: u32,
+    ) -> Result<RotateResponse, TransportError> {
+        self.remote.post_json(
+            "/v1/keys/rotate",
+            &RotateRequest {
+                keys: keys.iter().map(PublicKey::to_hex).collect(),
+                threshold,
+            },
+            "rotating the signing keys",
+        )
+    }
+
+    fn read_public_file(&self, name: &str) -> Result<Option<Vec<u8>>, TransportError> {
+        match self
+            .remote
+            .get_bytes(&format!("/{name}"), &format!("reading {name}"))
+        {
+            Ok(b) => Ok(Some(b)),
+            Err(e) if e.class() == ErrorClass::NotFound => Ok(None),
+            Err(e) => Err(e),
+        }
     }
 
     fn release(&self, name: &RefName) -> Result<HistoryEntry, TransportError> {

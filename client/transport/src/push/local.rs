@@ -3,34 +3,34 @@
 //! [`Publisher`] in place (signing with the given key).
 
 use treectl_release::publish::{self, HistoryEntry, Publisher};
-use treectl_release::sign::SecretKey;
+use treectl_release::sign::{PublicKey, SecretKey};
 use treectl_release::summary::DEFAULT_VALIDITY_SECS;
 use treectl_store::object::Commit;
 use treectl_store::refs::RefName;
 use treectl_store::store::Transaction;
 use treectl_store::{ObjectId, Repo};
-use treectl_wire::{ObjectRef, PublishResponse};
+use treectl_wire::{ObjectRef, PublishResponse, RotateResponse};
 
 use super::{PublishOptions, PublishTarget, RolloutAction, Uploaded};
 use crate::error::TransportError;
 
-/// A local repository, the key that signs what is published there, and
+/// A local repository, the keys that sign what is published there, and
 /// who the history says did it.
 pub struct LocalTarget {
     repo: Repo,
-    key: Option<SecretKey>,
+    keys: Vec<SecretKey>,
     who: String,
 }
 
 impl LocalTarget {
-    pub fn new(repo: Repo, key: Option<SecretKey>, who: String) -> LocalTarget {
-        LocalTarget { repo, key, who }
+    pub fn new(repo: Repo, keys: Vec<SecretKey>, who: String) -> LocalTarget {
+        LocalTarget { repo, keys, who }
     }
 
     fn publisher(&self) -> Publisher<'_> {
         Publisher {
             repo: &self.repo,
-            key: self.key.as_ref(),
+            keys: &self.keys,
             validity_secs: DEFAULT_VALIDITY_SECS,
         }
     }
@@ -103,6 +103,30 @@ impl PublishTarget for LocalTarget {
 
     fn hold(&self, name: &RefName, reason: &str) -> Result<HistoryEntry, TransportError> {
         Ok(self.publisher().hold(name, reason, &self.who)?)
+    }
+
+    fn rotate_keys(
+        &self,
+        keys: &[PublicKey],
+        threshold: u32,
+    ) -> Result<RotateResponse, TransportError> {
+        let out = self.publisher().rotate(keys, threshold)?;
+        Ok(RotateResponse {
+            version: out.keys.version,
+            threshold: out.keys.threshold,
+            keys: out.keys.keys,
+            key_ids: out.key_ids,
+            serial: out.index_serial,
+        })
+    }
+
+    fn read_public_file(&self, name: &str) -> Result<Option<Vec<u8>>, TransportError> {
+        let path = self.repo.path().join(name);
+        match std::fs::read(&path) {
+            Ok(b) => Ok(Some(b)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(treectl_store::Error::io("reading", &path)(e).into()),
+        }
     }
 
     fn release(&self, name: &RefName) -> Result<HistoryEntry, TransportError> {

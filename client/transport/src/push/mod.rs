@@ -12,15 +12,15 @@ mod local;
 pub use http::HttpTarget;
 pub use local::LocalTarget;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use treectl_release::publish::{self, HistoryEntry};
 pub use treectl_release::publish::{PublishOptions, RolloutAction};
-use treectl_release::sign::SecretKey;
+use treectl_release::sign::{PublicKey, SecretKey};
 use treectl_store::object::Commit;
 use treectl_store::refs::{self, RefName};
 use treectl_store::{ObjectId, Repo};
-use treectl_wire::{ObjectRef, PublishResponse};
+use treectl_wire::{ObjectRef, PublishResponse, RotateResponse};
 
 use crate::error::TransportError;
 use crate::http::{is_url, HttpRemote};
@@ -77,6 +77,17 @@ pub trait PublishTarget {
     fn hold(&self, name: &RefName, reason: &str) -> Result<HistoryEntry, TransportError>;
     /// Lifts the hold on `name`.
     fn release(&self, name: &RefName) -> Result<HistoryEntry, TransportError>;
+    /// Rotates the index's signing keys to a key set of `keys` with
+    /// `threshold`, signed by the target's keys of the current and the
+    /// new set.
+    fn rotate_keys(
+        &self,
+        keys: &[PublicKey],
+        threshold: u32,
+    ) -> Result<RotateResponse, TransportError>;
+    /// A public file of the repository (`summary.json`, `keys.json`), or
+    /// `None` when it has none.
+    fn read_public_file(&self, name: &str) -> Result<Option<Vec<u8>>, TransportError>;
 }
 
 /// What an upload did.
@@ -94,10 +105,10 @@ pub struct Uploaded {
 pub fn open_target(
     target: &str,
     token_file: Option<&Path>,
-    sign_key: Option<&Path>,
+    sign_keys: &[PathBuf],
 ) -> Result<Box<dyn PublishTarget>, TransportError> {
     if is_url(target) {
-        if sign_key.is_some() {
+        if !sign_keys.is_empty() {
             return Err(TransportError::Usage(
                 "--sign-key is for local repository targets; a server signs with its own key (treectl serve --sign-key)".into(),
             ));
@@ -108,9 +119,12 @@ pub fn open_target(
     let repo = Repo::open(Path::new(target)).map_err(|e| {
         TransportError::from(e).context(format!("opening the target repository {target}"))
     })?;
-    let key = sign_key.map(SecretKey::load).transpose()?;
+    let keys = sign_keys
+        .iter()
+        .map(|p| SecretKey::load(p))
+        .collect::<Result<Vec<_>, _>>()?;
     let who = std::env::var("USER").unwrap_or_else(|_| "local".into());
-    Ok(Box::new(LocalTarget::new(repo, key, who)))
+    Ok(Box::new(LocalTarget::new(repo, keys, who)))
 }
 
 /// A commit to push: its id and its closure in upload order.
