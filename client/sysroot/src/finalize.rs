@@ -177,13 +177,20 @@ pub fn finalize_staged(sysroot: &Sysroot) -> Result<Option<Deployment>> {
     }
     let commit = commit_id(sysroot, &d)?;
     // Rejected since it was staged (an upgrade --check or pull brought the
-    // revert): it is not swapped in, and the stage is dropped.
+    // revert): it is not swapped in, and the stage is dropped. Finalize
+    // never needs the origin itself: a local origin that cannot be read
+    // at shutdown (removable media, an unmounted path) leaves the check
+    // made at stage time standing.
     if let Some(o) = &d.origin {
-        if let Err(e) = crate::source::check_not_rejected(sysroot, o, &commit) {
-            if matches!(e, SysrootError::Rejected { .. }) {
+        match crate::source::check_not_rejected(sysroot, o, &commit) {
+            Err(e @ SysrootError::Rejected { .. }) => {
                 remove_staged(sysroot)?;
+                return Err(e);
             }
-            return Err(e);
+            Err(e) => {
+                eprintln!("warning: not checking {o} for a revert of the staged release: {e}")
+            }
+            Ok(()) => {}
         }
     }
     let dep = d.path(sysroot);
