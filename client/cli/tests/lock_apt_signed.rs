@@ -214,6 +214,19 @@ fn tampered_untrusted_expired_or_unsigned_release_is_refused_and_changes_nothing
         "none of which is in the source's keyring",
     );
 
+    // A signature by the trusted key, but over a SHA-1 digest.
+    let dist_release = dist.join("Release").to_str().unwrap().to_owned();
+    f.key.gpg(&[
+        "--digest-algo",
+        "SHA1",
+        "--clearsign",
+        "-o",
+        dist.join("InRelease").to_str().unwrap(),
+        &dist_release,
+    ]);
+    both("weak digest SHA1", "a SHA-1 signature");
+    std::fs::write(dist.join("InRelease"), &inrelease).unwrap();
+
     // A Release past its Valid-Until, properly signed.
     f.apt.index_with(
         "Date: Sat, 01 Jan 2022 00:00:00 UTC\nValid-Until: Sat, 08 Jan 2022 00:00:00 UTC\n",

@@ -8,13 +8,16 @@
 //! rule is apt's: at least one signature by a key of the source's keyring
 //! must be good, and a signature by a key of the keyring that does not
 //! verify refuses the file. Signatures by other keys are ignored (the
-//! Debian archive signs with several keys). The `Release` text used
-//! afterwards is only ever the signed text, never bytes around it.
+//! Debian archive signs with several keys). Signatures made with a weak
+//! digest (MD5, SHA-1, RIPEMD-160) are refused, as apt refuses them. The
+//! `Release` text used afterwards is only ever the signed text, never
+//! bytes around it.
 
 use std::path::{Path, PathBuf};
 
 use pgp::composed::{CleartextSignedMessage, Deserializable, DetachedSignature, SignedPublicKey};
-use pgp::packet::Signature;
+use pgp::crypto::hash::HashAlgorithm;
+use pgp::packet::{Signature, SignatureType};
 use pgp::types::{KeyDetails, PublicKeyTrait};
 
 /// The first line of an armored OpenPGP key, which marks an embedded
@@ -37,6 +40,12 @@ pub enum TrustError {
         "{url}: the signature by key {key} does not verify: the file was altered or is corrupt"
     )]
     BadSignature { url: String, key: String },
+    #[error("{url}: the signature by key {key} uses the weak digest {digest}, which apt refuses too; the archive must re-sign with SHA-256 or stronger")]
+    WeakDigest {
+        url: String,
+        key: String,
+        digest: String,
+    },
     #[error("{url}: key {key} of the keyring {why}")]
     UnusableKey {
         url: String,
@@ -151,6 +160,28 @@ impl Keyring {
                         url: url.into(),
                         key: name,
                         why: format!("expired at {at}"),
+                    });
+                }
+                match sig.hash_alg() {
+                    Some(HashAlgorithm::Md5 | HashAlgorithm::Sha1 | HashAlgorithm::Ripemd160)
+                    | Some(HashAlgorithm::None)
+                    | None => {
+                        return Err(TrustError::WeakDigest {
+                            url: url.into(),
+                            key: name,
+                            digest: sig
+                                .hash_alg()
+                                .map_or_else(|| "(none)".into(), |h| h.to_string()),
+                        })
+                    }
+                    Some(_) => {}
+                }
+                // Only a signature over a document (not a key certification)
+                // can vouch for a Release.
+                if !matches!(sig.typ(), Some(SignatureType::Binary | SignatureType::Text)) {
+                    return Err(TrustError::BadSignature {
+                        url: url.into(),
+                        key: name,
                     });
                 }
                 return match signer.check_sig(sig, data) {
