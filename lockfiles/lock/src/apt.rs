@@ -582,6 +582,30 @@ Package: arm\nVersion: 3\nArchitecture: arm64\nFilename: pool/arm.deb\nSHA256: 5
         );
     }
 
+    /// A source from a lockfile written before signatures were checked:
+    /// refused before anything is fetched, with the way out.
+    #[test]
+    fn source_without_signed_by_is_refused_before_fetching() {
+        let dir = tempfile::tempdir().unwrap();
+        let source = AptSource {
+            name: "old".into(),
+            url: dir.path().join("nothing-here").display().to_string(),
+            suite: "stable".into(),
+            components: vec!["main".into()],
+            architecture: "amd64".into(),
+            signed_by: None,
+            allow_unsigned: false,
+            check_valid_until: true,
+        };
+        let fetcher = Fetcher::new().unwrap();
+        let err = fetch_index(&fetcher, &source).unwrap_err();
+        let msg = err.to_string();
+        assert!(
+            matches!(err, Error::Index { .. }) && msg.contains("records no signed-by"),
+            "{msg}"
+        );
+    }
+
     #[test]
     fn release_sha256_section() {
         let text = "-----BEGIN PGP SIGNED MESSAGE-----\nHash: SHA512\n\nOrigin: x\nMD5Sum:\n 00 1 main/binary-amd64/Packages\nSHA256:\n ab 12 main/binary-amd64/Packages\n cd 7 main/binary-amd64/Packages.xz\n-----BEGIN PGP SIGNATURE-----\nxyz\n";
