@@ -1,7 +1,9 @@
 //! A real apt repository for tests: `.deb` files in `pool/`, indexed by
 //! `dpkg-scanpackages` into `dists/stable/main/binary-<arch>/Packages(.gz)`
-//! with a `Release` listing their SHA256, served on loopback HTTP by a
-//! small static file server that stops when dropped.
+//! with a `Release` listing their SHA256, signed (when asked) by an
+//! OpenPGP key `gpg` makes ([`GpgKey`]) into `InRelease` and
+//! `Release.gpg`, served on loopback HTTP by a small static file server
+//! that stops when dropped.
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::{TcpListener, TcpStream};
@@ -42,6 +44,37 @@ impl AptRepo {
 
     /// Rebuilds `Packages`, `Packages.gz` and `Release`.
     pub fn index(&self) {
+        self.index_with("");
+    }
+
+    /// The directory `Release` lies in.
+    pub fn dist(&self) -> PathBuf {
+        self.root.join("dists/stable")
+    }
+
+    /// Signs `Release` with `key`: a clearsigned `InRelease` and a detached
+    /// `Release.gpg`, as an archive publishes them.
+    pub fn sign(&self, key: &GpgKey) {
+        let dist = self.dist();
+        let _ = std::fs::remove_file(dist.join("InRelease"));
+        let _ = std::fs::remove_file(dist.join("Release.gpg"));
+        key.gpg(&[
+            "--clearsign",
+            "-o",
+            dist.join("InRelease").to_str().unwrap(),
+            dist.join("Release").to_str().unwrap(),
+        ]);
+        key.gpg(&[
+            "--detach-sign",
+            "-o",
+            dist.join("Release.gpg").to_str().unwrap(),
+            dist.join("Release").to_str().unwrap(),
+        ]);
+    }
+
+    /// Like [`AptRepo::index`], with `fields` (`Name: value` lines) added
+    /// to `Release` before its SHA256 list.
+    pub fn index_with(&self, fields: &str) {
         let out = Command::new("dpkg-scanpackages")
             .args(["-m", "pool", "/dev/null"])
             .current_dir(&self.root)
@@ -64,6 +97,7 @@ impl AptRepo {
         let mut release = String::from(
             "Origin: treectl-test\nSuite: stable\nCodename: stable\nComponents: main\n",
         );
+        release.push_str(fields);
         release.push_str(&format!("Architectures: {}\nSHA256:\n", self.arch));
         for f in [rel.clone(), format!("{rel}.gz")] {
             let data = std::fs::read(dist.join(&f)).unwrap();
@@ -74,6 +108,71 @@ impl AptRepo {
             ));
         }
         std::fs::write(dist.join("Release"), release).unwrap();
+    }
+}
+
+/// An OpenPGP signing key made by `gpg` in its own home directory.
+pub struct GpgKey {
+    pub home: PathBuf,
+    /// The primary key's fingerprint (upper-case hex).
+    pub fingerprint: String,
+}
+
+/// The tools [`GpgKey`] runs.
+pub const GPG_TOOLS: &[&str] = &["gpg"];
+
+impl GpgKey {
+    /// A new ed25519 signing key for `name`, in `dir` (created).
+    pub fn new(dir: &Path, name: &str) -> GpgKey {
+        std::fs::create_dir_all(dir).unwrap();
+        std::fs::set_permissions(dir, std::os::unix::fs::PermissionsExt::from_mode(0o700)).unwrap();
+        let mut key = GpgKey {
+            home: dir.to_owned(),
+            fingerprint: String::new(),
+        };
+        key.gpg(&[
+            "--passphrase",
+            "",
+            "--quick-generate-key",
+            &format!("{name} <{name}@example.invalid>"),
+            "ed25519",
+            "sign",
+            "never",
+        ]);
+        let out = key.gpg(&["--with-colons", "--list-keys"]);
+        key.fingerprint = out
+            .lines()
+            .find_map(|l| l.strip_prefix("fpr:"))
+            .map(|l| l.trim_matches(':').to_owned())
+            .expect("gpg lists the new key's fingerprint");
+        key
+    }
+
+    /// Runs gpg on this key's home; its stdout.
+    pub fn gpg(&self, args: &[&str]) -> String {
+        let out = Command::new("gpg")
+            .arg("--homedir")
+            .arg(&self.home)
+            .args(["--batch", "--yes", "--quiet", "--pinentry-mode", "loopback"])
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "gpg {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Writes the public key to `path`, armored (`.asc`) or binary.
+    pub fn export(&self, path: &Path, armored: bool) -> PathBuf {
+        let mut args = vec!["--export", "-o", path.to_str().unwrap()];
+        if armored {
+            args.insert(0, "--armor");
+        }
+        self.gpg(&args);
+        path.to_owned()
     }
 }
 

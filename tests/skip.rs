@@ -40,6 +40,7 @@ pub const TOOL_PACKAGES: &[(&str, &str)] = &[
     ("dpkg-scanpackages", "dpkg-dev"),
     ("findmnt", "util-linux"),
     ("git", "git"),
+    ("gpg", "gnupg"),
     ("gzip", "gzip"),
     ("losetup", "mount"),
     ("mkfs.ext4", "e2fsprogs"),

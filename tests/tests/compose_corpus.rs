@@ -84,6 +84,7 @@ fn corpus_lock_compose_update_matches_corpus() {
         lock_s,
         "--apt",
         &source,
+        "--allow-unsigned",
         "--arch",
         &v1[0].2,
     ];

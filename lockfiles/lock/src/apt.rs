@@ -1,13 +1,16 @@
 //! Apt repositories: `InRelease`/`Release`, `Packages(.xz|.gz)` indexes,
 //! dependency fields, and the dependency closure of a set of packages.
 //!
-//! The `Release` file's SHA256 list is checked against every `Packages`
-//! file read. Release signatures are not checked (see docs/lockfile.md):
-//! what a lockfile pins is the sha256 of every `.deb`, checked before use.
+//! `InRelease` (or `Release` and `Release.gpg`) is verified against the
+//! source's `signed-by` keys, and its `Valid-Until` checked, before any
+//! index it lists is read ([`crate::apt_trust`]); the signed `Release`
+//! file's SHA256 list is then checked against every `Packages` file read,
+//! and a lockfile pins the sha256 of every `.deb`, checked before use.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::io::Read;
 
+use crate::apt_trust;
 use crate::debver::{self, Relation};
 use crate::fetch::{join_url, Fetcher};
 use crate::lockfile::AptSource;
@@ -168,7 +171,6 @@ pub fn parse_packages(text: &str, arch: &str) -> Result<Vec<PackageEntry>, Strin
 
 /// The SHA256 section of a `Release` file: path -> (sha256, size).
 pub fn parse_release(text: &str) -> BTreeMap<String, (String, u64)> {
-    let text = strip_clearsign(text);
     let mut out = BTreeMap::new();
     let mut in_sha = false;
     for line in text.lines() {
@@ -188,7 +190,8 @@ pub fn parse_release(text: &str) -> BTreeMap<String, (String, u64)> {
     out
 }
 
-/// The signed text of an `InRelease` file (unchanged for a `Release`).
+/// The text between the armor lines of an `InRelease` file, unverified
+/// (for a source with `allow-unsigned`); unchanged for a `Release`.
 fn strip_clearsign(text: &str) -> &str {
     let Some(rest) = text.strip_prefix("-----BEGIN PGP SIGNED MESSAGE-----") else {
         return text;
@@ -236,21 +239,8 @@ pub fn fetch_index(fetcher: &Fetcher, source: &AptSource) -> Result<AptIndex, Er
         url: url.to_owned(),
         reason,
     };
-    let mut release = None;
-    for name in ["InRelease", "Release"] {
-        let url = join_url(&base, name);
-        if let Some(body) = fetcher.try_get(&url)? {
-            let text = String::from_utf8_lossy(&body).into_owned();
-            release = Some((url, parse_release(&text)));
-            break;
-        }
-    }
-    let Some((release_url, hashes)) = release else {
-        return Err(index_err(
-            &join_url(&base, "Release"),
-            "neither InRelease nor Release exists; check the URL and suite".into(),
-        ));
-    };
+    let (release_url, text) = read_release(fetcher, source, &base)?;
+    let hashes = parse_release(&text);
     let dirs: Vec<String> = if source.suite.ends_with('/') {
         vec![String::new()]
     } else if source.components.is_empty() {
@@ -294,6 +284,64 @@ pub fn fetch_index(fetcher: &Fetcher, source: &AptSource) -> Result<AptIndex, Er
         versions.dedup_by(|a, b| a.version == b.version && a.architecture == b.architecture);
     }
     Ok(index)
+}
+
+/// Fetches the source's `Release` and returns its URL and the text that
+/// may be read: the signed text, checked against the source's keys and
+/// its `Valid-Until`, or for an `allow-unsigned` source what was fetched.
+fn read_release(
+    fetcher: &Fetcher,
+    source: &AptSource,
+    base: &str,
+) -> Result<(String, String), Error> {
+    let trust = |error| Error::Trust {
+        source_name: source.name.clone(),
+        error,
+    };
+    let keyring = if source.allow_unsigned {
+        None
+    } else {
+        let signed_by = source.signed_by.as_deref().ok_or_else(|| Error::Index {
+            source_name: source.name.clone(),
+            url: source.url.clone(),
+            reason: "the lockfile records no signed-by for it, so its Release cannot be checked; add signed-by (a keyring path or an armored key) to its [[source]]".into(),
+        })?;
+        Some(apt_trust::Keyring::load(signed_by).map_err(trust)?)
+    };
+    let inrelease = join_url(base, "InRelease");
+    let (url, text) = if let Some(body) = fetcher.try_get(&inrelease)? {
+        let text = match &keyring {
+            Some(k) => apt_trust::verify_inrelease(&inrelease, &body, k).map_err(trust)?,
+            None => strip_clearsign(&String::from_utf8_lossy(&body)).to_owned(),
+        };
+        (inrelease, text)
+    } else {
+        let url = join_url(base, "Release");
+        let Some(body) = fetcher.try_get(&url)? else {
+            return Err(Error::Index {
+                source_name: source.name.clone(),
+                url,
+                reason: "neither InRelease nor Release exists; check the URL and suite".into(),
+            });
+        };
+        if let Some(k) = &keyring {
+            let sig_url = format!("{url}.gpg");
+            let Some(sig) = fetcher.try_get(&sig_url)? else {
+                return Err(trust(apt_trust::TrustError::Unsigned { url }));
+            };
+            apt_trust::verify_detached(&url, &body, &sig, k).map_err(trust)?;
+        }
+        let text = String::from_utf8(body).map_err(|_| Error::Index {
+            source_name: source.name.clone(),
+            url: url.clone(),
+            reason: "Release is not UTF-8 text".into(),
+        })?;
+        (url, text)
+    };
+    if source.check_valid_until {
+        apt_trust::check_valid_until(&url, &text, treectl_store::time::now()).map_err(trust)?;
+    }
+    Ok((url, text))
 }
 
 /// A `Packages` file as text, whatever compression its content shows
@@ -534,10 +582,34 @@ Package: arm\nVersion: 3\nArchitecture: arm64\nFilename: pool/arm.deb\nSHA256: 5
         );
     }
 
+    /// A source from a lockfile written before signatures were checked:
+    /// refused before anything is fetched, with the way out.
+    #[test]
+    fn source_without_signed_by_is_refused_before_fetching() {
+        let dir = tempfile::tempdir().unwrap();
+        let source = AptSource {
+            name: "old".into(),
+            url: dir.path().join("nothing-here").display().to_string(),
+            suite: "stable".into(),
+            components: vec!["main".into()],
+            architecture: "amd64".into(),
+            signed_by: None,
+            allow_unsigned: false,
+            check_valid_until: true,
+        };
+        let fetcher = Fetcher::new().unwrap();
+        let err = fetch_index(&fetcher, &source).unwrap_err();
+        let msg = err.to_string();
+        assert!(
+            matches!(err, Error::Index { .. }) && msg.contains("records no signed-by"),
+            "{msg}"
+        );
+    }
+
     #[test]
     fn release_sha256_section() {
         let text = "-----BEGIN PGP SIGNED MESSAGE-----\nHash: SHA512\n\nOrigin: x\nMD5Sum:\n 00 1 main/binary-amd64/Packages\nSHA256:\n ab 12 main/binary-amd64/Packages\n cd 7 main/binary-amd64/Packages.xz\n-----BEGIN PGP SIGNATURE-----\nxyz\n";
-        let r = parse_release(text);
+        let r = parse_release(strip_clearsign(text));
         assert_eq!(r.len(), 2);
         assert_eq!(r["main/binary-amd64/Packages"], ("ab".into(), 12));
     }

@@ -23,6 +23,7 @@
 //! ```
 
 pub mod apt;
+pub mod apt_trust;
 pub mod artifacts;
 pub mod debver;
 pub mod fetch;
@@ -52,6 +53,13 @@ pub enum Error {
         source_name: String,
         url: String,
         reason: String,
+    },
+    /// The source's `Release` was not trusted (signature, key, expiry):
+    /// nothing it lists was read.
+    #[error("apt source {source_name}: {error}")]
+    Trust {
+        source_name: String,
+        error: apt_trust::TrustError,
     },
     #[error("package {package:?} is not in apt source {source_name}")]
     NotFound {

@@ -221,6 +221,54 @@ pub struct AptSource {
     pub components: Vec<String>,
     /// Debian architecture (`amd64`).
     pub architecture: String,
+    /// The OpenPGP keys that may sign the `Release`, as apt's `Signed-By`:
+    /// keyring files (absolute paths, separated by commas) or an embedded
+    /// armored key block. Absent (and `allow-unsigned` false): refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signed_by: Option<String>,
+    /// The repository is not signed and its indexes are trusted as
+    /// fetched: for a local repository only. `lock verify` and every
+    /// `lock update` say so.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub allow_unsigned: bool,
+    /// `false` accepts a `Release` past its `Valid-Until`, as apt's
+    /// `Check-Valid-Until: no` (snapshot archives).
+    #[serde(default = "default_true", skip_serializing_if = "is_true")]
+    pub check_valid_until: bool,
+}
+
+impl AptSource {
+    /// What a person should know about how this source is trusted, one
+    /// line each (empty for a signed source checked in full).
+    pub fn trust_notes(&self) -> Vec<String> {
+        let mut notes = Vec::new();
+        if self.allow_unsigned {
+            notes.push(format!(
+                "apt source {} is unsigned (allow-unsigned = true): its indexes are trusted as fetched",
+                self.name
+            ));
+        } else if self.signed_by.is_none() {
+            notes.push(format!(
+                "apt source {} records no signed-by, so its indexes cannot be checked; add signed-by (a keyring path or an armored key) to its [[source]]",
+                self.name
+            ));
+        }
+        if !self.check_valid_until {
+            notes.push(format!(
+                "apt source {} does not check Valid-Until (check-valid-until = false): a frozen mirror would go unnoticed",
+                self.name
+            ));
+        }
+        notes
+    }
+}
+
+fn is_false(value: &bool) -> bool {
+    !*value
+}
+
+fn is_true(value: &bool) -> bool {
+    *value
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -382,6 +430,14 @@ impl Lockfile {
             if !seen.insert(s.name()) {
                 return Err(invalid(format!("two sources are named {:?}", s.name())));
             }
+            if let Source::Apt(a) = s {
+                if a.allow_unsigned && a.signed_by.is_some() {
+                    return Err(invalid(format!(
+                        "apt source {:?} has both signed-by and allow-unsigned; keep one",
+                        a.name
+                    )));
+                }
+            }
         }
         let mut names = std::collections::BTreeSet::new();
         for c in &self.components {
@@ -422,6 +478,18 @@ impl Lockfile {
         let tmp = path.with_extension("lock.tmp");
         std::fs::write(&tmp, self.to_text()).map_err(io)?;
         std::fs::rename(&tmp, path).map_err(io)
+    }
+
+    /// [`AptSource::trust_notes`] of every apt source.
+    pub fn trust_notes(&self) -> Vec<String> {
+        self.sources
+            .iter()
+            .filter_map(|s| match s {
+                Source::Apt(a) => Some(a.trust_notes()),
+                _ => None,
+            })
+            .flatten()
+            .collect()
     }
 
     pub fn source(&self, name: &str) -> Option<&Source> {
@@ -494,6 +562,9 @@ mod tests {
             suite: "bookworm".into(),
             components: vec!["main".into()],
             architecture: "amd64".into(),
+            signed_by: Some("/usr/share/keyrings/k.gpg".into()),
+            allow_unsigned: false,
+            check_valid_until: false,
         }));
         l.sources.push(Source::Git(GitSource {
             name: "g".into(),
@@ -573,6 +644,36 @@ mod tests {
         assert!(Lockfile::parse(&l.to_text(), Path::new("x")).is_err());
         let text = sample().to_text().replace("merged-usr", "merged-user");
         assert!(Lockfile::parse(&text, Path::new("x")).is_err());
+        let text = sample()
+            .to_text()
+            .replace("check-valid-until = false", "allow-unsigned = true");
+        let err = Lockfile::parse(&text, Path::new("x")).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("both signed-by and allow-unsigned"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn apt_trust_is_written_only_when_it_says_something() {
+        let text = sample().to_text();
+        assert!(
+            text.contains("signed-by = \"/usr/share/keyrings/k.gpg\"\ncheck-valid-until = false\n"),
+            "{text}"
+        );
+        assert!(!text.contains("allow-unsigned"), "{text}");
+        let Source::Apt(a) = &sample().sources[0] else {
+            unreachable!()
+        };
+        assert_eq!(a.trust_notes().len(), 1);
+        assert!(a.trust_notes()[0].contains("Valid-Until"));
+        // A lockfile from before signed-by still reads, and says what is missing.
+        let old = "version = 1\n[[source]]\ntype = \"apt\"\nname = \"d\"\nurl = \"http://x.invalid\"\nsuite = \"s\"\narchitecture = \"amd64\"\n";
+        let l = Lockfile::parse(old, Path::new("x")).unwrap();
+        let notes = l.trust_notes();
+        assert_eq!(notes.len(), 1);
+        assert!(notes[0].contains("records no signed-by"), "{notes:?}");
     }
 }
 

@@ -333,6 +333,9 @@ pub fn write_pack_end(out: &mut impl Write) -> io::Result<()> {
     out.write_all(&[PACK_END])
 }
 
+/// The most a record's buffer holds before its bytes arrive.
+const RECORD_RESERVE: u64 = 1 << 20;
+
 /// Reads a pack record by record.
 pub struct PackReader<R> {
     inner: R,
@@ -398,8 +401,17 @@ impl<R: Read> PackReader<R> {
                 limit: self.max_record,
             });
         }
-        let mut data = vec![0u8; len as usize];
-        self.read_exact(&mut data)?;
+        // The buffer grows with the bytes that arrive: a record that claims
+        // more than the pack holds costs no memory (fuzz target
+        // `pack_frames`).
+        let mut data = Vec::with_capacity(len.min(RECORD_RESERVE) as usize);
+        (&mut self.inner)
+            .take(len)
+            .read_to_end(&mut data)
+            .map_err(PackError::Io)?;
+        if (data.len() as u64) < len {
+            return Err(PackError::Truncated);
+        }
         Ok(Some((kind, id, data)))
     }
 }
@@ -438,5 +450,25 @@ mod tests {
             PackReader::new(&b"NOTAPACK\x00"[..], 3).next_record(),
             Err(PackError::BadMagic)
         ));
+    }
+
+    /// Found by the `pack_frames` fuzz target: a record claiming a length
+    /// within the cap was allocated in full before its bytes were read, so
+    /// a few hostile bytes could ask for the whole cap (or abort the
+    /// process when the cap is high).
+    #[test]
+    fn pack_record_claiming_more_than_the_pack_holds_is_truncated_not_allocated() {
+        let id = ObjectId::of(b"a");
+        for claimed in [u64::MAX, 1 << 50, 5] {
+            let mut pack = Vec::new();
+            write_pack_start(&mut pack).expect("write");
+            pack.extend_from_slice(&pack_record_head(ObjectKind::File, &id, claimed));
+            pack.extend_from_slice(b"abcd");
+            let mut r = PackReader::new(&pack[..], u64::MAX);
+            assert!(
+                matches!(r.next_record(), Err(PackError::Truncated)),
+                "{claimed}"
+            );
+        }
     }
 }

@@ -83,6 +83,25 @@ pub struct AddArgs {
     /// Name of a new apt source (default: its suite)
     #[arg(long, value_name = "NAME", requires = "apt")]
     pub source_name: Option<String>,
+    /// The keys a new apt source's Release must be signed by, as apt's
+    /// Signed-By: keyring files (comma-separated) or an armored key block
+    /// (default: the keyrings this machine's apt configuration uses for
+    /// the same URL)
+    #[arg(
+        long,
+        value_name = "KEYRING",
+        requires = "apt",
+        allow_hyphen_values = true
+    )]
+    pub signed_by: Option<String>,
+    /// Trust a new apt source without a signature (a local repository
+    /// only); recorded in the lockfile, and said by every later update
+    #[arg(long, requires = "apt", conflicts_with = "signed_by")]
+    pub allow_unsigned: bool,
+    /// Accept a Release past its Valid-Until (a snapshot archive);
+    /// recorded in the lockfile
+    #[arg(long, requires = "apt")]
+    pub no_check_valid_until: bool,
     /// A tarball URL (with --sha256, --name, --version)
     #[arg(long, value_name = "URL", requires_all = ["sha256", "name", "version"])]
     pub tar: Option<String>,
@@ -147,13 +166,39 @@ fn host_arch() -> &'static str {
     }
 }
 
-fn apt_source(
-    lock: &Lockfile,
-    spec: &str,
-    arch: Option<&str>,
-    name: Option<&str>,
-) -> Result<AptSource> {
+/// Where `lock add --apt` reads this machine's apt configuration.
+const APT_ETC: &str = "/etc/apt";
+
+/// The `signed-by` of a new apt source: `--signed-by` (keyring paths made
+/// absolute), else the keyrings apt here uses for the same URL.
+fn signed_by(given: Option<&str>, url: &str) -> Result<String> {
+    let Some(given) = given else {
+        return treectl_lockfiles::apt_trust::machine_signed_by(Path::new(APT_ETC), url)
+            .with_context(|| format!("no --signed-by given, and this machine's apt ({APT_ETC}) has no source for {url}; pass --signed-by KEYRING (or --allow-unsigned for a local repository you trust)"));
+    };
+    if given
+        .trim_start()
+        .starts_with(treectl_lockfiles::apt_trust::ARMORED_KEY_HEADER)
+    {
+        return Ok(given.trim().to_owned());
+    }
+    let mut paths = Vec::new();
+    for p in given.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let abs = std::path::absolute(p).with_context(|| format!("keyring path {p}"))?;
+        paths.push(abs.to_string_lossy().into_owned());
+    }
+    if paths.is_empty() {
+        bail!("--signed-by is empty: name a keyring file or give an armored key");
+    }
+    Ok(paths.join(","))
+}
+
+fn apt_source(lock: &Lockfile, spec: &str, args: &AddArgs) -> Result<AptSource> {
+    let (arch, name) = (args.arch.as_deref(), args.source_name.as_deref());
     if let Some(Source::Apt(s)) = lock.source(spec) {
+        if args.signed_by.is_some() || args.allow_unsigned || args.no_check_valid_until {
+            bail!("apt source {spec:?} is already in the lockfile with its trust settings; edit its [[source]] to change them");
+        }
         return Ok(s.clone());
     }
     let mut words = spec.split_whitespace();
@@ -169,12 +214,20 @@ fn apt_source(
     } else {
         name
     };
+    let signed_by = if args.allow_unsigned {
+        None
+    } else {
+        Some(signed_by(args.signed_by.as_deref(), url)?)
+    };
     Ok(AptSource {
         name,
         url: url.to_owned(),
         suite: suite.to_owned(),
         components,
         architecture: arch.unwrap_or(host_arch()).to_owned(),
+        signed_by,
+        allow_unsigned: args.allow_unsigned,
+        check_valid_until: !args.no_check_valid_until,
     })
 }
 
@@ -188,12 +241,7 @@ fn add(repo: &Repo, args: AddArgs) -> Result<ExitCode> {
         AddRequest::Debs(args.deb.clone())
     } else if let Some(spec) = &args.apt {
         AddRequest::Apt {
-            source: apt_source(
-                &lock,
-                spec,
-                args.arch.as_deref(),
-                args.source_name.as_deref(),
-            )?,
+            source: apt_source(&lock, spec, &args)?,
             packages: args.packages.clone(),
             with_deps: args.with_deps,
         }
@@ -221,6 +269,7 @@ fn add(repo: &Repo, args: AddArgs) -> Result<ExitCode> {
     let fetcher = Fetcher::new()?;
     let changes = ops::add(repo, &mut lock, &fetcher, req)?;
     write_if_changed(&lock, &args.lockfile)?;
+    print_trust_notes(&lock);
     print_changes(&changes, args.json, false);
     Ok(ExitCode::SUCCESS)
 }
@@ -244,6 +293,7 @@ fn update(
     git_commit: bool,
 ) -> Result<ExitCode> {
     let mut lock = Lockfile::read(path)?;
+    print_trust_notes(&lock);
     let fetcher = Fetcher::new()?;
     let changes = ops::update(repo, &mut lock, &fetcher, names)?;
     print_changes(&changes, json, markdown);
@@ -263,18 +313,21 @@ fn update(
 fn verify(repo: &Repo, path: &Path, json: bool) -> Result<ExitCode> {
     let lock = Lockfile::read(path)?;
     let problems = ops::verify(repo, &lock);
+    let notes = lock.trust_notes();
     if json {
         println!(
             "{}",
-            serde_json::json!({ "components": lock.components.len(), "problems": problems })
+            serde_json::json!({ "components": lock.components.len(), "problems": problems, "trust-notes": notes })
         );
     } else if problems.is_empty() {
+        print_trust_notes(&lock);
         println!(
             "{}: {} components, all present and consistent",
             path.display(),
             lock.components.len()
         );
     } else {
+        print_trust_notes(&lock);
         for p in &problems {
             println!("{p}");
         }
@@ -285,6 +338,14 @@ fn verify(repo: &Repo, path: &Path, json: bool) -> Result<ExitCode> {
     } else {
         ExitCode::from(EXIT_PROBLEMS)
     })
+}
+
+/// Says on stderr how each apt source is trusted when it is less than a
+/// checked signature (`allow-unsigned`, no `Valid-Until` check).
+fn print_trust_notes(lock: &Lockfile) {
+    for note in lock.trust_notes() {
+        eprintln!("note: {note}");
+    }
 }
 
 fn print_changes(changes: &[Change], json: bool, markdown: bool) {

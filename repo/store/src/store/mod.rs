@@ -342,12 +342,24 @@ thread_local! {
         const { std::cell::RefCell::new(None) };
 }
 
+/// Content up to this many bytes is decompressed in one call into a buffer
+/// of exactly its declared size. Larger content streams into a buffer that
+/// grows with what the frame really decodes to: a header that claims a
+/// huge size costs no memory before the bytes exist (fuzz target
+/// `filez_decode`).
+const BULK_MAX: u64 = 1 << 20;
+
+/// How much more than its compressed size a large object's buffer starts
+/// with (it grows beyond that as the frame decodes).
+const RESERVE_RATIO: u64 = 16;
+
 /// Like [`decompress_content`] for content already in memory (the rest of
 /// a wire form after its header), with a reused context: exactly `size`
 /// bytes, anything more or less (or trailing bytes) is refused.
 pub(crate) fn decompress_slice(data: &[u8], size: u64) -> Result<Vec<u8>, String> {
-    if size == 0 || size > 1 << 30 {
-        return decompress_content(&mut io::Cursor::new(data), size);
+    if size == 0 || size > BULK_MAX {
+        let reserve = size.min((data.len() as u64).saturating_mul(RESERVE_RATIO));
+        return decompress_reserving(&mut io::Cursor::new(data), size, reserve);
     }
     DECOMPRESSOR.with(|d| {
         let mut d = d.borrow_mut();
@@ -372,6 +384,11 @@ pub(crate) fn decompress_slice(data: &[u8], size: u64) -> Result<Vec<u8>, String
 
 /// Decompresses exactly `size` bytes and refuses anything more or less.
 pub(crate) fn decompress_content(file: &mut impl Read, size: u64) -> Result<Vec<u8>, String> {
+    decompress_reserving(file, size, size.min(BULK_MAX))
+}
+
+/// [`decompress_content`] with a buffer of `reserve` bytes to start with.
+fn decompress_reserving(file: &mut impl Read, size: u64, reserve: u64) -> Result<Vec<u8>, String> {
     if size == 0 {
         let mut rest = [0u8; 1];
         return match file.read(&mut rest) {
@@ -381,10 +398,11 @@ pub(crate) fn decompress_content(file: &mut impl Read, size: u64) -> Result<Vec<
         };
     }
     let decoder = zstd::stream::read::Decoder::new(file).map_err(|e| e.to_string())?;
-    let mut content = Vec::with_capacity(size.min(1 << 30) as usize);
-    // Read one byte past the declared size to notice content that is too long.
+    let mut content = Vec::with_capacity(reserve as usize);
+    // Read one byte past the declared size to notice content that is too
+    // long (a size of u64::MAX cannot be exceeded).
     decoder
-        .take(size + 1)
+        .take(size.saturating_add(1))
         .read_to_end(&mut content)
         .map_err(|e| format!("decompressing: {e}"))?;
     if content.len() as u64 != size {

@@ -211,6 +211,46 @@ mod tests {
         }
     }
 
+    /// Found by the `filez_decode` fuzz target: a header declaring
+    /// `u64::MAX` bytes overflowed the "one byte more" check (a panic with
+    /// overflow checks on), and a declared size up to 1 GiB was reserved
+    /// before any byte was decompressed.
+    #[test]
+    fn filez_declaring_u64_max_or_a_huge_size_is_refused_without_a_panic() {
+        for declared in [u64::MAX, u64::MAX - 1, 1 << 30, (1 << 20) + 1] {
+            let header = FileHeader::regular(0o644, 0, 0, Vec::new(), declared);
+            let encoded = header.encode();
+            let mut wire = (encoded.len() as u32).to_le_bytes().to_vec();
+            wire.extend_from_slice(&encoded);
+            wire.extend_from_slice(&compress(b"hello\n").expect("compress"));
+            let err = verify_wire_form(&ObjectId::of(b"any"), ObjectKind::File, &wire)
+                .expect_err("refused");
+            assert!(
+                err.to_string().contains("decompresses to 6 bytes"),
+                "{declared}: {err}"
+            );
+        }
+    }
+
+    #[test]
+    fn large_content_streams_to_its_exact_size() {
+        // Above the one-call limit, through the growing buffer.
+        let content: Vec<u8> = (0..(3u32 << 20)).map(|i| (i % 251) as u8).collect();
+        let header = FileHeader::regular(0o644, 0, 0, Vec::new(), content.len() as u64);
+        let id = header.id_with_content(&content);
+        let wire = encode_file_wire_form(&header, &content).expect("compress");
+        verify_wire_form(&id, ObjectKind::File, &wire).expect("valid");
+        let mut longer = content.clone();
+        longer.push(0);
+        let short = FileHeader::regular(0o644, 0, 0, Vec::new(), content.len() as u64);
+        let encoded = short.encode();
+        let mut wire = (encoded.len() as u32).to_le_bytes().to_vec();
+        wire.extend_from_slice(&encoded);
+        wire.extend_from_slice(&compress(&longer).expect("compress"));
+        let err = verify_wire_form(&id, ObjectKind::File, &wire).expect_err("one byte too long");
+        assert!(err.to_string().contains("decompresses to more"), "{err}");
+    }
+
     #[test]
     fn file_wire_header_without_decompressing() {
         let header = FileHeader::regular(0o644, 0, 0, Vec::new(), 6);
