@@ -1,7 +1,7 @@
 //! A revert that holds, on the real corpus (the release-engineering
 //! journey of docs/deployments.md, "Origins, versions and reverts"): the
-//! corpus v1 and v2 trees, each with its 173 packages as components, are
-//! published through `treectl serve`; a machine installed at v1 downloads
+//! corpus v1 and v2 package sets, locked from their `.deb` files and
+//! composed (the plain merge), are published through `treectl serve`; a machine installed at v1 downloads
 //! v2; v2 is reverted on the server. The revert commit carries v1's
 //! components (`show --components`, `status`, `history --components`),
 //! publishing v2 again is refused with the revert's reason until
@@ -15,20 +15,32 @@ use serde_json::Value;
 use treectl_e2e::server::{write_tokens, Server};
 use treectl_e2e::{http, require_corpus, treectl, treectl_in, Scratch};
 
-/// Commits `tree` to `os/stable` in `repo` with `version` and, as
-/// `component.NAME` metadata, the packages of the corpus list `list`.
-fn commit(repo: &Path, tree: &Path, version: &str, list: &Path) -> String {
-    let mut cmd = treectl_in(repo, ["commit", "--ref", "os/stable", "--tree"])
-        .arg(tree)
-        .args(["--timestamp", &format!("2030-01-0{version}T00:00:00Z")])
-        .args(["--metadata", &format!("version={version}")]);
-    for line in std::fs::read_to_string(list).expect("package list").lines() {
-        let f: Vec<&str> = line.split_whitespace().collect();
-        cmd = cmd
-            .arg("--metadata")
-            .arg(format!("component.{}={}", f[0], f[1]));
-    }
-    cmd.ok().trim().to_owned()
+/// The corpus `.deb` files of the package list `list`.
+fn debs(corpus: &Path, list: &str) -> Vec<String> {
+    std::fs::read_to_string(corpus.join("lists").join(list))
+        .expect("package list")
+        .lines()
+        .map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            let file = format!("{}_{}_{}.deb", f[0], f[1].replace(':', "%3a"), f[2]);
+            corpus.join("debs").join(file).display().to_string()
+        })
+        .collect()
+}
+
+/// Locks `debs` into `lock` and composes `os/stable` in `repo` (the plain
+/// merge); returns the composed commit.
+fn compose(repo: &Path, lock: &Path, debs: &[String]) -> String {
+    treectl_in(repo, ["lock", "add", "--lockfile"])
+        .arg(lock)
+        .arg("--deb")
+        .args(debs)
+        .ok();
+    treectl_in(repo, ["compose", "--ref", "os/stable", "--lockfile"])
+        .arg(lock)
+        .ok()
+        .trim()
+        .to_owned()
 }
 
 fn json(out: &str) -> Value {
@@ -46,9 +58,10 @@ fn a_corpus_revert_keeps_v1s_components_and_holds_against_v2() {
     let key = work.join("release.key");
     treectl_in(&served, ["init", "--mode", "archive"]).ok();
     treectl(["keygen", "--out"]).arg(&key).ok();
-    let tokens = write_tokens(work, "release-engineer");
+    let tokens = write_tokens(work, "anonymous");
     let token = work.join("publish.token");
-    let lists = corpus.join("lists");
+    let lock = work.join("os.lock");
+    std::fs::write(&lock, "version = 1\n[compose]\nconfigure = false\n").unwrap();
     let publish_local = |id: &str| {
         treectl(["publish"])
             .arg(&served)
@@ -56,12 +69,7 @@ fn a_corpus_revert_keeps_v1s_components_and_holds_against_v2() {
             .arg(&key)
             .ok();
     };
-    let v1 = commit(
-        &served,
-        &corpus.join("corpus-v1"),
-        "1",
-        &lists.join("pkgs-v1.txt"),
-    );
+    let v1 = compose(&served, &lock, &debs(&corpus, "pkgs-v1.txt"));
     publish_local(&v1);
     let server = Server::start(
         &served,
@@ -90,12 +98,7 @@ fn a_corpus_revert_keeps_v1s_components_and_holds_against_v2() {
         .ok();
 
     // v2 is published (through the server) and downloaded by the machine.
-    let v2 = commit(
-        &served,
-        &corpus.join("corpus-v2"),
-        "2",
-        &lists.join("pkgs-v2.txt"),
-    );
+    let v2 = compose(&served, &lock, &debs(&corpus, "pkgs-v2.txt"));
     let remote = |verb: &str, args: &[&str]| {
         treectl([verb, &url, "os/stable"])
             .args(args)
@@ -149,19 +152,30 @@ fn a_corpus_revert_keeps_v1s_components_and_holds_against_v2() {
     assert!(err.contains(reason), "{err}");
     assert_eq!(index(), before);
 
-    // The machine had v2 downloaded: it never deploys it while rejected.
-    let err = client(&["deploy", &v2]).fails();
-    assert!(err.contains(reason), "{err}");
+    // The machine had v2 downloaded: its upgrade takes the revert, not
+    // v2, and v2 cannot be deployed by hand while it is rejected (the
+    // machine knows of the revert from the index its upgrade accepted).
     client(&["upgrade"]).ok();
     let status = json(&client(&["status", "--json"]).ok());
     let default = &status["deployments"][0];
     assert_eq!(default["commit"], revert_id.as_str(), "{status}");
-    let v1_status = json(&treectl_in(&served, ["show", "--json", &v1]).ok());
-    for (k, v) in v1_status["metadata"].as_object().unwrap() {
-        if let Some(name) = k.strip_prefix("component.") {
-            assert_eq!(default["components"][name], *v, "{name}");
-        }
+    let v1_components = json(&treectl_in(&served, ["show", "--components", "--json", &v1]).ok());
+    let listed = v1_components.as_array().unwrap();
+    assert!(listed.len() >= 173);
+    for c in listed {
+        let name = c["name"].as_str().unwrap();
+        assert_eq!(default["components"][name], c["version"], "{name}");
     }
+    let err = client(&["deploy", &v2]).fails();
+    assert!(err.contains(reason), "{err}");
+    client(&["upgrade", "--stage"]).ok();
+    let status = json(&client(&["status", "--json"]).ok());
+    let deployments = status["deployments"].as_array().unwrap();
+    assert!(
+        deployments.iter().all(|d| d["staged"] != true),
+        "nothing staged: {status}"
+    );
+    assert_eq!(deployments[0]["commit"], revert_id.as_str(), "{status}");
 
     // --force publishes v2 again; the machine follows.
     remote("publish", &[&v2, "--force"]).ok();
