@@ -13,7 +13,7 @@ use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use tokio::io::AsyncWriteExt;
 use tokio_util::io::ReaderStream;
-use treectl_release::publish::{self, EventKind, HistoryEntry, PublishOutcome};
+use treectl_release::publish::{self, EventKind, HistoryEntry, PublishOutcome, Publisher};
 use treectl_release::sign::PublicKey;
 use treectl_store::refs::RefName;
 use treectl_store::store::Transaction;
@@ -26,7 +26,7 @@ use treectl_wire::{
     SizesRequest, SizesResponse, UploadResponse,
 };
 
-use crate::auth::Scope;
+use crate::auth::{Caller, Scope};
 use crate::error::{publish_error, repo_error, ApiError};
 use crate::metrics::Metrics;
 use crate::AppState;
@@ -346,27 +346,50 @@ pub async fn fetch(
         .into_response())
 }
 
+/// One publishing request: the caller needs the publish scope, the body is
+/// read as `Req`, writes are serialised per repository (reads go on
+/// meanwhile), and `act` runs on the blocking pool with the publisher and
+/// the caller's name.
+async fn publishing<Req, Out>(
+    state: &Arc<AppState>,
+    headers: &HeaderMap,
+    body: Body,
+    act: impl FnOnce(&Publisher<'_>, Req, &str) -> Result<Out, ApiError> + Send + 'static,
+) -> Result<(Caller, Out), ApiError>
+where
+    Req: DeserializeOwned + Send + 'static,
+    Out: Send + 'static,
+{
+    let caller = state.auth(headers, Scope::Publish)?;
+    let req: Req = read_json(body, headers, state.limits.max_json_bytes).await?;
+    let _guard = state.write_lock.lock().await;
+    let st = state.clone();
+    let who = caller.name.clone();
+    let out = blocking(move || act(&st.publisher(), req, &who)).await?;
+    Ok((caller, out))
+}
+
+fn publish_options(req: &PublishRequest) -> publish::PublishOptions {
+    publish::PublishOptions {
+        force: req.force,
+        rollout: req.rollout,
+        barrier: req.barrier,
+    }
+}
+
 pub async fn publish_ref(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Json<PublishResponse>, ApiError> {
-    let caller = state.auth(&headers, Scope::Publish)?;
-    let req: PublishRequest = read_json(body, &headers, state.limits.max_json_bytes).await?;
-    let name = ref_name(&req.ref_name)?;
-    // Writes are serialised per repository; reads go on meanwhile.
-    let _guard = state.write_lock.lock().await;
-    let st = state.clone();
-    let who = caller.name.clone();
-    let outcome = blocking(move || {
-        let opts = publish::PublishOptions {
-            force: req.force,
-            rollout: req.rollout,
-            barrier: req.barrier,
-        };
-        st.publisher()
-            .publish(&name, &req.commit, &who, &opts)
-            .map_err(|e| publish_error("publishing", e))
+    let (caller, outcome) = publishing(&state, &headers, body, |p, req: PublishRequest, who| {
+        p.publish(
+            &ref_name(&req.ref_name)?,
+            &req.commit,
+            who,
+            &publish_options(&req),
+        )
+        .map_err(|e| publish_error("publishing", e))
     })
     .await?;
     Metrics::add(&state.metrics.publishes, 1);
@@ -378,24 +401,19 @@ pub async fn rotate_keys(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Json<RotateResponse>, ApiError> {
-    let caller = state.auth(&headers, Scope::Publish)?;
-    let req: RotateRequest = read_json(body, &headers, state.limits.max_json_bytes).await?;
-    let keys = req
-        .keys
-        .iter()
-        .map(|h| {
-            PublicKey::from_hex(h).ok_or_else(|| {
-                ApiError::bad_request(format!(
-                    "{h:?} is not an ed25519 public key (64 hex digits)"
-                ))
+    let (caller, outcome) = publishing(&state, &headers, body, |p, req: RotateRequest, _| {
+        let keys = req
+            .keys
+            .iter()
+            .map(|h| {
+                PublicKey::from_hex(h).ok_or_else(|| {
+                    ApiError::bad_request(format!(
+                        "{h:?} is not an ed25519 public key (64 hex digits)"
+                    ))
+                })
             })
-        })
-        .collect::<Result<Vec<_>, _>>()?;
-    let _guard = state.write_lock.lock().await;
-    let st = state.clone();
-    let outcome = blocking(move || {
-        st.publisher()
-            .rotate(&keys, req.threshold)
+            .collect::<Result<Vec<_>, _>>()?;
+        p.rotate(&keys, req.threshold)
             .map_err(|e| publish_error("rotating the keys", e))
     })
     .await?;
@@ -423,20 +441,14 @@ pub async fn revert_ref(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Json<PublishResponse>, ApiError> {
-    let caller = state.auth(&headers, Scope::Publish)?;
-    let req: RevertRequest = read_json(body, &headers, state.limits.max_json_bytes).await?;
-    let name = ref_name(&req.ref_name)?;
-    if req.reason.trim().is_empty() {
-        return Err(ApiError::bad_request(
-            "a revert needs a reason (--reason TEXT)",
-        ));
-    }
-    let _guard = state.write_lock.lock().await;
-    let st = state.clone();
-    let who = caller.name.clone();
-    let outcome = blocking(move || {
-        st.publisher()
-            .revert(&name, req.to.as_deref(), &req.reason, &who)
+    let (caller, outcome) = publishing(&state, &headers, body, |p, req: RevertRequest, who| {
+        let name = ref_name(&req.ref_name)?;
+        if req.reason.trim().is_empty() {
+            return Err(ApiError::bad_request(
+                "a revert needs a reason (--reason TEXT)",
+            ));
+        }
+        p.revert(&name, req.to.as_deref(), &req.reason, who)
             .map_err(|e| publish_error("reverting", e))
     })
     .await?;
@@ -450,19 +462,13 @@ pub async fn promote_ref(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Json<PublishResponse>, ApiError> {
-    let caller = state.auth(&headers, Scope::Publish)?;
-    let req: PromoteRequest = read_json(body, &headers, state.limits.max_json_bytes).await?;
-    let from = ref_name(&req.from)?;
-    let to = ref_name(&req.to)?;
-    if from == to {
-        return Err(ApiError::bad_request("promote needs two different refs"));
-    }
-    let _guard = state.write_lock.lock().await;
-    let st = state.clone();
-    let who = caller.name.clone();
-    let outcome = blocking(move || {
-        st.publisher()
-            .promote(&from, &to, &who, req.force)
+    let (caller, outcome) = publishing(&state, &headers, body, |p, req: PromoteRequest, who| {
+        let from = ref_name(&req.from)?;
+        let to = ref_name(&req.to)?;
+        if from == to {
+            return Err(ApiError::bad_request("promote needs two different refs"));
+        }
+        p.promote(&from, &to, who, req.force)
             .map_err(|e| publish_error("promoting", e))
     })
     .await?;
@@ -471,7 +477,8 @@ pub async fn promote_ref(
 }
 
 /// Would this publish be refused for a hold or a rejection? Asked by
-/// `push` before it uploads anything.
+/// `push` before it uploads anything; changes nothing, so it takes no
+/// write lock.
 pub async fn publish_check(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
@@ -482,13 +489,8 @@ pub async fn publish_check(
     let name = ref_name(&req.ref_name)?;
     let st = state.clone();
     blocking(move || {
-        let opts = publish::PublishOptions {
-            force: req.force,
-            rollout: req.rollout,
-            barrier: req.barrier,
-        };
         st.publisher()
-            .check_publishable(&name, &req.commit, &opts)
+            .check_publishable(&name, &req.commit, &publish_options(&req))
             .map_err(|e| publish_error("checking a publish", e))
     })
     .await?;
@@ -500,16 +502,10 @@ pub async fn rollout_ref(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Json<PublishResponse>, ApiError> {
-    let caller = state.auth(&headers, Scope::Publish)?;
-    let req: RolloutRequest = read_json(body, &headers, state.limits.max_json_bytes).await?;
-    let name = ref_name(&req.ref_name)?;
-    let action: publish::RolloutAction = req.action.parse().map_err(ApiError::bad_request)?;
-    let _guard = state.write_lock.lock().await;
-    let st = state.clone();
-    let who = caller.name.clone();
-    let outcome = blocking(move || {
-        st.publisher()
-            .rollout(&name, action, &who)
+    let (caller, outcome) = publishing(&state, &headers, body, |p, req: RolloutRequest, who| {
+        let name = ref_name(&req.ref_name)?;
+        let action: publish::RolloutAction = req.action.parse().map_err(ApiError::bad_request)?;
+        p.rollout(&name, action, who)
             .map_err(|e| publish_error("changing the rollout", e))
     })
     .await?;
@@ -521,15 +517,8 @@ pub async fn hold_ref(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Json<HistoryEntry>, ApiError> {
-    let caller = state.auth(&headers, Scope::Publish)?;
-    let req: HoldRequest = read_json(body, &headers, state.limits.max_json_bytes).await?;
-    let name = ref_name(&req.ref_name)?;
-    let _guard = state.write_lock.lock().await;
-    let st = state.clone();
-    let who = caller.name.clone();
-    let entry = blocking(move || {
-        st.publisher()
-            .hold(&name, &req.reason, &who)
+    let (caller, entry) = publishing(&state, &headers, body, |p, req: HoldRequest, who| {
+        p.hold(&ref_name(&req.ref_name)?, &req.reason, who)
             .map_err(|e| publish_error("holding", e))
     })
     .await?;
@@ -542,15 +531,8 @@ pub async fn release_ref(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Json<HistoryEntry>, ApiError> {
-    let caller = state.auth(&headers, Scope::Publish)?;
-    let req: ReleaseRequest = read_json(body, &headers, state.limits.max_json_bytes).await?;
-    let name = ref_name(&req.ref_name)?;
-    let _guard = state.write_lock.lock().await;
-    let st = state.clone();
-    let who = caller.name.clone();
-    let entry = blocking(move || {
-        st.publisher()
-            .release(&name, &who)
+    let (caller, entry) = publishing(&state, &headers, body, |p, req: ReleaseRequest, who| {
+        p.release(&ref_name(&req.ref_name)?, who)
             .map_err(|e| publish_error("releasing", e))
     })
     .await?;
