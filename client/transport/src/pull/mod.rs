@@ -176,23 +176,15 @@ pub fn pull(
     progress: &dyn Progress,
 ) -> Result<PullOutcome, TransportError> {
     let started = Instant::now();
-    let remote = remote::get_remote(repo, remote_name)?;
-    let trust = TrustState::load(repo, remote_name)?;
     let counters = progress.counters();
-    let mut source = HttpSource::new(remote.sources(), opts.source_options(), counters)?;
-    let target = format!("{remote_name}:{ref_name}");
-    let accepted = index::accept(&source, &remote, &trust, ref_name, opts.max_index_bytes)?;
-    let (commit_id, serial) = target_of(&accepted, opts, &target)?;
-    let where_ = format!("pulling {target}");
-    verify::commit_signature(
-        &source,
-        accepted.source,
-        &remote,
-        accepted.key_set.as_ref(),
-        ref_name,
-        &commit_id,
-    )
-    .map_err(|e| e.context(&where_))?;
+    let Opened {
+        trust,
+        mut source,
+        accepted,
+        commit_id,
+        serial,
+        where_,
+    } = open(repo, remote_name, ref_name, opts, counters, "pulling")?;
 
     let already = treectl_store::refs::try_read_remote_ref(repo, remote_name, ref_name)?;
     source.probe();
@@ -287,6 +279,53 @@ pub struct PullPlan {
     pub store_bytes: Option<u64>,
 }
 
+/// A remote's ref, opened for a pull or its plan: the signed index
+/// accepted against the trust state, the commit chosen and its signature
+/// checked.
+struct Opened<'c> {
+    trust: TrustState,
+    source: HttpSource<'c>,
+    accepted: index::Accepted,
+    commit_id: ObjectId,
+    serial: u64,
+    /// `"<verb> <remote>:<ref>"`, the context of later errors.
+    where_: String,
+}
+
+fn open<'c>(
+    repo: &Repo,
+    remote_name: &str,
+    ref_name: &RefName,
+    opts: &PullOptions,
+    counters: &'c crate::progress::Counters,
+    verb: &str,
+) -> Result<Opened<'c>, TransportError> {
+    let remote = remote::get_remote(repo, remote_name)?;
+    let trust = TrustState::load(repo, remote_name)?;
+    let source = HttpSource::new(remote.sources(), opts.source_options(), counters)?;
+    let target = format!("{remote_name}:{ref_name}");
+    let accepted = index::accept(&source, &remote, &trust, ref_name, opts.max_index_bytes)?;
+    let (commit_id, serial) = target_of(&accepted, opts, &target)?;
+    let where_ = format!("{verb} {target}");
+    verify::commit_signature(
+        &source,
+        accepted.source,
+        &remote,
+        accepted.key_set.as_ref(),
+        ref_name,
+        &commit_id,
+    )
+    .map_err(|e| e.context(&where_))?;
+    Ok(Opened {
+        trust,
+        source,
+        accepted,
+        commit_id,
+        serial,
+        where_,
+    })
+}
+
 /// Plans a pull of `remote_name:ref_name` into `repo`: the signed index is
 /// verified as for a pull and recorded as the newest seen (with the ref's
 /// rejections; the ref does not move), the commit's signature
@@ -301,23 +340,15 @@ pub fn plan(
     opts: &PullOptions,
     progress: &dyn Progress,
 ) -> Result<PullPlan, TransportError> {
-    let remote = remote::get_remote(repo, remote_name)?;
-    let trust = TrustState::load(repo, remote_name)?;
     let counters = progress.counters();
-    let mut source = HttpSource::new(remote.sources(), opts.source_options(), counters)?;
-    let target = format!("{remote_name}:{ref_name}");
-    let accepted = index::accept(&source, &remote, &trust, ref_name, opts.max_index_bytes)?;
-    let (commit_id, serial) = target_of(&accepted, opts, &target)?;
-    let where_ = format!("pricing {target}");
-    verify::commit_signature(
-        &source,
-        accepted.source,
-        &remote,
-        accepted.key_set.as_ref(),
-        ref_name,
-        &commit_id,
-    )
-    .map_err(|e| e.context(&where_))?;
+    let Opened {
+        trust,
+        mut source,
+        accepted,
+        commit_id,
+        serial,
+        where_,
+    } = open(repo, remote_name, ref_name, opts, counters, "pricing")?;
     commit::record_index(repo, remote_name, ref_name, &trust, &accepted)?;
     source.probe();
     let _lock = RepoLock::acquire(repo.path(), LockKind::Shared)?;
