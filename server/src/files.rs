@@ -4,21 +4,21 @@
 //! `signatures/<id>.json`); anything else, including `tmp/`, `state/`,
 //! `lock`, `..` and paths through symlinks, is 404.
 
-use std::io::SeekFrom;
-use std::os::unix::fs::MetadataExt;
-use std::path::PathBuf;
+use std::io::{Read, Seek, SeekFrom};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 
-use axum::body::Body;
+use axum::body::{Body, Bytes, HttpBody};
 use axum::extract::State;
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
-use tokio::io::{AsyncReadExt, AsyncSeekExt};
-use tokio_util::io::ReaderStream;
+use http_body::{Frame, SizeHint};
 use treectl_release::keyset::KEYS_FILE;
 use treectl_release::summary::INDEX_FILE;
 use treectl_store::store::parse_object_name;
-use treectl_store::{ObjectId, RepoMode};
+use treectl_store::{ObjectId, ObjectKind, RepoMode};
 
 use crate::error::ApiError;
 use crate::metrics::Metrics;
@@ -88,7 +88,7 @@ fn parse_range(value: &str, size: u64) -> Option<Result<(u64, u64), ()>> {
 
 fn etag_for(class: FileClass, id: Option<ObjectId>, meta: &std::fs::Metadata) -> String {
     match (class, id) {
-        (FileClass::Object, Some(id)) => format!("\"{}\"", id.to_hex()),
+        (FileClass::Object, Some(id)) => object_etag(id),
         _ => format!(
             "\"{:x}-{:x}-{:x}\"",
             meta.mtime(),
@@ -98,7 +98,76 @@ fn etag_for(class: FileClass, id: Option<ObjectId>, meta: &std::fs::Metadata) ->
     }
 }
 
+/// A strong ETag from the object id: the id names the bytes.
+fn object_etag(id: ObjectId) -> String {
+    format!("\"{}\"", id.to_hex())
+}
+
+/// Files up to this size are read whole in one call (and objects of this
+/// size are kept in the object cache); larger ones are sent in chunks.
+pub const SMALL_FILE: u64 = 64 * 1024;
+/// Chunk size for larger files: few reads per response, bounded memory
+/// per connection.
+const CHUNK: usize = 512 * 1024;
+
+/// Small objects kept in memory, weighed by their size. Objects never
+/// change, so an entry is always the bytes of the file it was read from;
+/// one removed by `treectl prune` may still be sent until it is evicted,
+/// which is what a client could have fetched a moment earlier.
+pub struct ObjectCache {
+    cache: Option<quick_cache::sync::Cache<ObjectId, Bytes, ByLen>>,
+}
+
+#[derive(Clone)]
+struct ByLen;
+
+impl quick_cache::Weighter<ObjectId, Bytes> for ByLen {
+    fn weight(&self, _: &ObjectId, bytes: &Bytes) -> u64 {
+        // The entry's bookkeeping counts too, so empty objects are not free.
+        bytes.len() as u64 + 64
+    }
+}
+
+impl ObjectCache {
+    /// A cache of at most `bytes` (0: no cache).
+    pub fn new(bytes: u64) -> ObjectCache {
+        let cache = (bytes > 0).then(|| {
+            let items = (bytes / 4096).clamp(16, 1 << 20) as usize;
+            quick_cache::sync::Cache::with_weighter(items, bytes, ByLen)
+        });
+        ObjectCache { cache }
+    }
+
+    fn get(&self, id: &ObjectId) -> Option<Bytes> {
+        self.cache.as_ref()?.get(id)
+    }
+
+    fn insert(&self, id: ObjectId, bytes: Bytes) {
+        if let Some(c) = &self.cache {
+            c.insert(id, bytes);
+        }
+    }
+
+    /// Bytes held now.
+    pub fn weight(&self) -> u64 {
+        self.cache.as_ref().map_or(0, |c| c.weight())
+    }
+}
+
+/// A file's bytes, ready to send.
+enum Content {
+    /// Small: all of it in memory.
+    Memory(Bytes),
+    /// Larger: read in chunks while sending.
+    File(std::fs::File),
+}
+
 /// GET and HEAD of repository files.
+///
+/// Everything runs on the request's own task: a cached object costs no
+/// system call, and an uncached file is opened and read with a few plain
+/// calls (from the page cache, as a static server does) rather than a
+/// round trip through the blocking pool for each.
 pub async fn serve_file(
     State(state): State<Arc<AppState>>,
     method: Method,
@@ -115,20 +184,46 @@ pub async fn serve_file(
     state.auth_read(&headers)?;
     let not_found = || ApiError::not_found(format!("no such file: {}", uri.path()));
     let (rel, class, id) = classify(uri.path(), state.repo.mode()).ok_or_else(not_found)?;
-    let full = state.repo.path().join(&rel);
-    // No symlink anywhere below the repository root: the canonical path
-    // must be exactly the expected one.
-    match tokio::fs::canonicalize(&full).await {
-        Ok(canon) if canon == state.repo_root.join(&rel) => {}
-        _ => return Err(not_found()),
-    }
-    let file = open_nofollow(full).await.map_err(|_| not_found())?;
-    let meta = file.metadata().await.map_err(|_| not_found())?;
-    if !meta.is_file() {
-        return Err(not_found());
-    }
-    let size = meta.len();
-    let etag = etag_for(class, id, &meta);
+    let object_id = id.filter(|_| class == FileClass::Object);
+    let (content, size, etag) = match object_id.and_then(|id| state.objects.get(&id)) {
+        Some(bytes) => {
+            let size = bytes.len() as u64;
+            (
+                Content::Memory(bytes),
+                size,
+                object_etag(object_id.expect("cached")),
+            )
+        }
+        None => {
+            let mut file = open_beneath(&state, &rel).map_err(|_| not_found())?;
+            let meta = file.metadata().map_err(|_| not_found())?;
+            if !meta.is_file() {
+                return Err(not_found());
+            }
+            let size = meta.len();
+            let etag = etag_for(class, id, &meta);
+            if size <= SMALL_FILE {
+                let mut buf = Vec::with_capacity(size as usize);
+                file.read_to_end(&mut buf)
+                    .map_err(|e| ApiError::internal("reading a repository file", &e))?;
+                if buf.len() as u64 != size {
+                    // Only a non-object file can change under us; send
+                    // what the metadata described or nothing.
+                    return Err(ApiError::internal(
+                        "reading a repository file",
+                        &std::io::Error::other("the file changed while it was read"),
+                    ));
+                }
+                let bytes = Bytes::from(buf);
+                if let Some(id) = object_id {
+                    state.objects.insert(id, bytes.clone());
+                }
+                (Content::Memory(bytes), size, etag)
+            } else {
+                (Content::File(file), size, etag)
+            }
+        }
+    };
     let mut builder = Response::builder()
         .header(header::ETAG, &etag)
         .header(header::ACCEPT_RANGES, "bytes")
@@ -182,33 +277,105 @@ pub async fn serve_file(
     if method == Method::HEAD {
         return Ok(builder.body(Body::empty()).expect("valid response"));
     }
-    let mut file = file;
-    if start > 0 {
-        file.seek(SeekFrom::Start(start))
-            .await
-            .map_err(|e| ApiError::internal("seeking in a repository file", &e))?;
-    }
     Metrics::add(&state.metrics.file_bytes, len);
-    if class == FileClass::Object {
-        if let Some((_, kind)) = rel
-            .split('/')
-            .collect::<Vec<_>>()
-            .as_slice()
-            .get(1..3)
-            .and_then(|p| parse_object_name(p[0], p[1], state.repo.mode()))
-        {
-            state.metrics.object_sent(kind, len);
-        }
+    if let Some(kind) = object_kind(&rel, state.repo.mode()).filter(|_| object_id.is_some()) {
+        state.metrics.object_sent(kind, len);
     }
-    let body = Body::from_stream(ReaderStream::with_capacity(file.take(len), 64 * 1024));
+    let body = match content {
+        Content::Memory(bytes) => Body::from(bytes.slice(start as usize..(start + len) as usize)),
+        Content::File(mut file) => {
+            if start > 0 {
+                file.seek(SeekFrom::Start(start))
+                    .map_err(|e| ApiError::internal("seeking in a repository file", &e))?;
+            }
+            Body::new(FileChunks {
+                file,
+                remaining: len,
+            })
+        }
+    };
     Ok(builder.body(body).expect("valid response").into_response())
 }
 
-async fn open_nofollow(path: PathBuf) -> std::io::Result<tokio::fs::File> {
-    let mut opts = tokio::fs::OpenOptions::new();
-    opts.read(true)
-        .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32);
-    opts.open(path).await
+/// The kind of the object file at `rel` (`objects/XX/NAME.EXT`).
+fn object_kind(rel: &str, mode: RepoMode) -> Option<ObjectKind> {
+    let mut parts = rel.split('/').skip(1);
+    let (dir, file) = (parts.next()?, parts.next()?);
+    parse_object_name(dir, file, mode).map(|(_, kind)| kind)
+}
+
+/// A file's bytes as a response body, read in [`CHUNK`]s as the connection
+/// takes them. Reads come from the page cache and are done in place, as a
+/// static server does; a file shorter than promised ends the body with an
+/// error (the client sees a cut response, never wrong bytes).
+struct FileChunks {
+    file: std::fs::File,
+    remaining: u64,
+}
+
+impl HttpBody for FileChunks {
+    type Data = Bytes;
+    type Error = std::io::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, std::io::Error>>> {
+        if self.remaining == 0 {
+            return Poll::Ready(None);
+        }
+        let want = self.remaining.min(CHUNK as u64);
+        // read_to_end fills the spare capacity without zeroing it first.
+        let mut buf = Vec::with_capacity(want as usize);
+        let read = match (&mut self.file).take(want).read_to_end(&mut buf) {
+            Ok(0) => Err(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                "the file is shorter than its size",
+            )),
+            Ok(n) => Ok(n),
+            Err(e) => Err(e),
+        };
+        Poll::Ready(Some(read.map(|n| {
+            self.remaining -= n as u64;
+            Frame::data(Bytes::from(buf))
+        })))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.remaining == 0
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        SizeHint::with_exact(self.remaining)
+    }
+}
+
+/// Opens `rel` below the repository root without following any symlink
+/// and without leaving the root (`openat2` with `RESOLVE_BENEATH |
+/// RESOLVE_NO_SYMLINKS`); kernels without `openat2` get the same rule
+/// from a canonical-path comparison.
+fn open_beneath(state: &AppState, rel: &str) -> std::io::Result<std::fs::File> {
+    use rustix::fs::{openat2, Mode, OFlags, ResolveFlags};
+    match openat2(
+        &state.root_dir,
+        rel,
+        OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NOFOLLOW,
+        Mode::empty(),
+        ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS,
+    ) {
+        Ok(fd) => Ok(std::fs::File::from(fd)),
+        Err(rustix::io::Errno::NOSYS) => {
+            let full = state.repo_root.join(rel);
+            if std::fs::canonicalize(&full)? != full {
+                return Err(std::io::ErrorKind::NotFound.into());
+            }
+            std::fs::OpenOptions::new()
+                .read(true)
+                .custom_flags(OFlags::NOFOLLOW.bits() as i32)
+                .open(full)
+        }
+        Err(e) => Err(e.into()),
+    }
 }
 
 #[cfg(test)]
@@ -239,6 +406,23 @@ mod tests {
         ] {
             assert!(classify(bad, RepoMode::Archive).is_none(), "{bad}");
         }
+    }
+
+    #[test]
+    fn the_object_cache_stays_within_its_budget() {
+        let cache = ObjectCache::new(64 * 1024);
+        for i in 0..200u32 {
+            let id = ObjectId::from_hex(&format!("{i:064x}")).expect("id");
+            cache.insert(id, Bytes::from(vec![i as u8; 4000]));
+            assert!(cache.weight() <= 64 * 1024, "{} after {i}", cache.weight());
+        }
+        assert!(cache.weight() > 32 * 1024, "the cache keeps what fits");
+        let last = ObjectId::from_hex(&format!("{:064x}", 199)).expect("id");
+        assert_eq!(cache.get(&last).as_deref(), Some(&[199u8; 4000][..]));
+        let off = ObjectCache::new(0);
+        off.insert(last, Bytes::from_static(b"x"));
+        assert_eq!(off.get(&last), None);
+        assert_eq!(off.weight(), 0);
     }
 
     #[test]

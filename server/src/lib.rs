@@ -19,6 +19,7 @@ pub mod files;
 pub mod metrics;
 
 use std::net::SocketAddr;
+use std::os::fd::OwnedFd;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -38,6 +39,7 @@ use treectl_store::Repo;
 
 use crate::auth::{Caller, Scope, Tokens};
 use crate::error::ApiError;
+use crate::files::ObjectCache;
 use crate::metrics::Metrics;
 
 /// Size limits.
@@ -51,6 +53,8 @@ pub struct Limits {
     pub max_json_bytes: usize,
     /// Uploads processed at once; more wait.
     pub upload_concurrency: usize,
+    /// Memory for small objects kept between requests (0: none).
+    pub object_cache_bytes: u64,
 }
 
 impl Default for Limits {
@@ -60,6 +64,7 @@ impl Default for Limits {
             max_object_bytes: 256 << 20,
             max_json_bytes: 16 << 20,
             upload_concurrency: 4,
+            object_cache_bytes: 64 << 20,
         }
     }
 }
@@ -97,6 +102,10 @@ pub struct AppState {
     pub repo: Arc<Repo>,
     /// The repository path with symlinks resolved (for the read side).
     pub repo_root: PathBuf,
+    /// The repository directory, opened once: files are opened beneath it.
+    pub root_dir: OwnedFd,
+    /// Small objects kept in memory for the read side.
+    pub objects: ObjectCache,
     pub keys: Vec<SecretKey>,
     pub tokens: Tokens,
     pub limits: Limits,
@@ -127,6 +136,12 @@ impl AppState {
     ) -> anyhow::Result<AppState> {
         let repo_root = std::fs::canonicalize(repo.path())
             .with_context(|| format!("resolving {}", repo.path().display()))?;
+        let root_dir = rustix::fs::open(
+            &repo_root,
+            rustix::fs::OFlags::PATH | rustix::fs::OFlags::DIRECTORY | rustix::fs::OFlags::CLOEXEC,
+            rustix::fs::Mode::empty(),
+        )
+        .with_context(|| format!("opening {}", repo_root.display()))?;
         let serial = publish::current_index(&repo)?.serial;
         let metrics = Metrics::default();
         metrics
@@ -135,6 +150,8 @@ impl AppState {
         Ok(AppState {
             repo: Arc::new(repo),
             repo_root,
+            root_dir,
+            objects: ObjectCache::new(limits.object_cache_bytes),
             keys,
             tokens,
             uploads: Semaphore::new(limits.upload_concurrency.max(1)),
@@ -164,7 +181,9 @@ impl AppState {
 
 async fn log_requests(State(state): State<Arc<AppState>>, req: Request, next: Next) -> Response {
     let method = req.method().clone();
-    let path = req.uri().path().to_owned();
+    // A clone of the URI shares its bytes: no copy per request.
+    let uri = req.uri().clone();
+    let path = uri.path();
     if path.starts_with("/v1/") {
         Metrics::add(&state.metrics.api_requests, 1);
     }

@@ -38,6 +38,10 @@ struct Args {
     /// Uploads processed at once
     #[arg(long, value_name = "N", default_value_t = Limits::default().upload_concurrency)]
     upload_concurrency: usize,
+    /// Memory in bytes for small objects (up to 64 KiB each) kept between
+    /// requests; 0 turns the cache off
+    #[arg(long, value_name = "BYTES", default_value_t = Limits::default().object_cache_bytes)]
+    object_cache_bytes: u64,
     /// How long a signed index stays valid (re-signed when half has passed)
     #[arg(long, value_name = "DURATION", default_value = "30days", value_parser = humantime::parse_duration)]
     index_validity: std::time::Duration,
@@ -62,6 +66,7 @@ fn main() -> ExitCode {
         max_upload_bytes: args.max_upload_bytes,
         max_object_bytes: args.max_object_bytes,
         upload_concurrency: args.upload_concurrency,
+        object_cache_bytes: args.object_cache_bytes,
         ..Limits::default()
     };
     config.validity_secs = args.index_validity.as_secs().min(i64::MAX as u64) as i64;

@@ -190,6 +190,28 @@ fn hostile_paths_names_and_uploads_get_clear_json_errors() {
     let resp = http::get(addr, &format!("/objects/ab/{fake}"));
     assert_json_error(&resp, 404, "no such file");
     std::fs::remove_file(s.fixture.srv.join("objects/ab").join(&fake)).expect("rm");
+    // Nor a symlinked fan-out directory, even to a real object file (no
+    // object was read before, so none is in the server's memory).
+    let objects = s.fixture.srv.join("objects");
+    let (dir, name) = std::fs::read_dir(&objects)
+        .expect("objects")
+        .filter_map(|d| {
+            let d = d.expect("entry");
+            let f = std::fs::read_dir(d.path()).expect("fan-out").next()?;
+            Some((d.file_name(), f.expect("entry").file_name()))
+        })
+        .next()
+        .expect("an object");
+    let (dir, name) = (dir.to_str().expect("utf-8"), name.to_str().expect("utf-8"));
+    let path = format!("/objects/{dir}/{name}");
+    let moved = s.fixture.dir().join("moved-fan-out");
+    std::fs::rename(objects.join(dir), &moved).expect("move");
+    std::os::unix::fs::symlink(&moved, objects.join(dir)).expect("symlink");
+    let resp = http::get(addr, &path);
+    assert_json_error(&resp, 404, "no such file");
+    std::fs::remove_file(objects.join(dir)).expect("rm");
+    std::fs::rename(&moved, objects.join(dir)).expect("move back");
+    assert_eq!(http::get(addr, &path).status, 200, "{path}");
     std::fs::remove_file(s.fixture.srv.join("state/secret")).expect("rm");
 
     let before = snapshot(&s.fixture.srv);

@@ -38,6 +38,13 @@ fn nginx_serves_the_same_bytes_as_treectl_serve() {
     treectl(["keygen", "--out"]).arg(&key).ok();
     let server = f.serve(&["--sign-key", key.to_str().expect("utf-8")], &[]);
     for v in [1, 2] {
+        if v == 2 {
+            // A file object larger than the server's read-whole limit, so
+            // it is sent in chunks (and ranges cross chunk boundaries).
+            let big = t.join("v2/usr/lib/big.bin");
+            std::fs::create_dir_all(big.parent().expect("parent")).expect("mkdir");
+            std::fs::write(&big, pseudo_random(1_500_000)).expect("write");
+        }
         f.commit(v);
         f.push(&server).ok();
     }
@@ -56,7 +63,9 @@ fn nginx_serves_the_same_bytes_as_treectl_serve() {
         2,
         "one signature file per published commit"
     );
-    for path in &paths {
+    // Twice each: the first answer is read from the file, the second may
+    // come from the server's memory; both must be the file's bytes.
+    for path in paths.iter().chain(&paths) {
         let a = http::get(&server.addr, path);
         let b = http::get(&nginx.addr, path);
         assert_eq!((a.status, b.status), (200, 200), "{path}");
@@ -67,16 +76,35 @@ fn nginx_serves_the_same_bytes_as_treectl_serve() {
             "{path}"
         );
     }
-    // Range requests give the same partial content.
+    // Range requests give the same partial content, for a small object
+    // (served from memory by now) and for the large one (read in chunks).
     let obj = paths
         .iter()
         .find(|p| p.ends_with(".filez"))
         .expect("a file object");
-    for range in ["bytes=4-20", "bytes=-5", "bytes=10-"] {
-        let a = http::request(&server.addr, "GET", obj, &[("Range", range)], b"");
-        let b = http::request(&nginx.addr, "GET", obj, &[("Range", range)], b"");
-        assert_eq!((a.status, b.status), (206, 206), "{obj} {range}");
-        assert_eq!(a.body, b.body, "{obj} {range}");
+    let large = paths
+        .iter()
+        .max_by_key(|p| std::fs::metadata(srv.join(&p[1..])).expect("stat").len())
+        .expect("a file");
+    assert!(
+        std::fs::metadata(srv.join(&large[1..]))
+            .expect("stat")
+            .len()
+            > 1_000_000,
+        "{large} is the big file's object"
+    );
+    for (path, range) in [
+        (obj, "bytes=4-20"),
+        (obj, "bytes=-5"),
+        (obj, "bytes=10-"),
+        (large, "bytes=100-1200000"),
+        (large, "bytes=-5"),
+        (large, "bytes=600000-"),
+    ] {
+        let a = http::request(&server.addr, "GET", path, &[("Range", range)], b"");
+        let b = http::request(&nginx.addr, "GET", path, &[("Range", range)], b"");
+        assert_eq!((a.status, b.status), (206, 206), "{path} {range}");
+        assert_eq!(a.body, b.body, "{path} {range}");
         assert_eq!(
             a.header("content-range"),
             b.header("content-range"),
@@ -97,4 +125,18 @@ fn nginx_serves_the_same_bytes_as_treectl_serve() {
     );
     let c = http::request(&server.addr, "GET", obj, &[("If-None-Match", &etag)], b"");
     assert_eq!(c.status, 304);
+}
+
+/// `len` bytes that zstd cannot shrink much (a xorshift stream), so the
+/// stored object stays about as large.
+fn pseudo_random(len: usize) -> Vec<u8> {
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
 }
