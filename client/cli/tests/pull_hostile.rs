@@ -4,6 +4,8 @@
 //! Every case fails with one clear line, within a bounded time, stores no
 //! object that fails its hash (fsck stays clean and the bad object is
 //! absent), and leaves the remote ref and the trust state as they were.
+//! With a second, honest mirror behind the hostile one, the pull takes the
+//! second's answer instead, and says which answer it refused and why.
 
 mod pull_harness;
 
