@@ -190,14 +190,27 @@ pub fn build_deb(
     depends: Option<&str>,
     files: &[(&str, &[u8])],
 ) -> PathBuf {
+    let fields: Vec<(&str, &str)> = depends.map(|d| ("Depends", d)).into_iter().collect();
+    build_deb_with(out, name, version, arch, &fields, files)
+}
+
+/// [`build_deb`] with more control fields (`Pre-Depends`, `Provides`, …).
+pub fn build_deb_with(
+    out: &Path,
+    name: &str,
+    version: &str,
+    arch: &str,
+    fields: &[(&str, &str)],
+    files: &[(&str, &[u8])],
+) -> PathBuf {
     let dir = out.join(format!("build-{name}-{version}"));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(dir.join("DEBIAN")).unwrap();
     let mut control = format!(
         "Package: {name}\nVersion: {version}\nArchitecture: {arch}\nMaintainer: t <t@example.invalid>\nDescription: test package\n"
     );
-    if let Some(d) = depends {
-        control.push_str(&format!("Depends: {d}\n"));
+    for (field, value) in fields {
+        control.push_str(&format!("{field}: {value}\n"));
     }
     std::fs::write(dir.join("DEBIAN/control"), control).unwrap();
     for (path, content) in files {

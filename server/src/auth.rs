@@ -235,6 +235,82 @@ mod tests {
         );
     }
 
+    /// Row 20 of docs/security.md: the tokens file holds hashes, so
+    /// neither the plain token written there nor the stored hash presented
+    /// as a token is accepted; and only the exact token matches.
+    #[test]
+    fn only_the_hash_is_stored_and_only_the_exact_token_matches() {
+        // 64 hex digits, so the token itself parses as a "sha256".
+        let token = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+        let file = |stored: &str| {
+            Tokens::parse(&format!(
+                "[[token]]\nname = \"bot\"\nscope = \"publish\"\nsha256 = \"{stored}\"\n"
+            ))
+            .expect("valid tokens file")
+        };
+        let bearer = |t: &str| format!("Bearer {t}");
+        let unknown = Err(AuthFailure::Unauthenticated("unknown token"));
+        // The plain token written where the hash belongs does not authorise it.
+        assert_eq!(
+            file(token).check(Some(&bearer(token)), Scope::Publish),
+            unknown
+        );
+        let hashed = file(&hash_token(token));
+        assert_eq!(
+            hashed
+                .check(Some(&bearer(token)), Scope::Publish)
+                .expect("the exact token")
+                .name,
+            "bot"
+        );
+        // A stolen tokens file: the stored hash is not a token.
+        assert_eq!(
+            hashed.check(Some(&bearer(&hash_token(token))), Scope::Publish),
+            unknown
+        );
+        // Any one byte changed, at every position.
+        for i in 0..token.len() {
+            let mut changed = token.as_bytes().to_vec();
+            changed[i] = if changed[i] == b'x' { b'y' } else { b'x' };
+            let changed = String::from_utf8(changed).expect("ascii");
+            assert_eq!(
+                hashed.check(Some(&bearer(&changed)), Scope::Publish),
+                unknown,
+                "byte {i} changed"
+            );
+        }
+        // Every proper prefix, and longer tokens.
+        for n in 0..token.len() {
+            assert_eq!(
+                hashed.check(Some(&bearer(&token[..n])), Scope::Publish),
+                unknown,
+                "prefix of {n} bytes"
+            );
+        }
+        for longer in [format!("{token}0"), format!("0{token}"), token.repeat(2)] {
+            assert_eq!(
+                hashed.check(Some(&bearer(&longer)), Scope::Publish),
+                unknown,
+                "{longer}"
+            );
+        }
+    }
+
+    /// The comparison of hashes looks at every byte: equal hashes match,
+    /// and a difference in any one byte (any bit) does not.
+    #[test]
+    fn hash_comparison_sees_every_byte() {
+        let a: [u8; 32] = Sha256::digest(b"token").into();
+        assert!(constant_time_eq(&a, &a));
+        for i in 0..32 {
+            for bit in 0..8 {
+                let mut b = a;
+                b[i] ^= 1 << bit;
+                assert!(!constant_time_eq(&a, &b), "byte {i} bit {bit}");
+            }
+        }
+    }
+
     #[test]
     fn bad_files() {
         assert!(

@@ -260,9 +260,18 @@ pub fn prepare(config: &ServerConfig) -> anyhow::Result<Arc<AppState>> {
     )?))
 }
 
+/// How often a running server asks whether its index needs re-signing:
+/// hourly, or every quarter of the validity when that is shorter. The
+/// index is re-signed once less than half its validity is left, so a check
+/// at least every quarter re-signs it before it expires (an hourly check
+/// alone let an index valid for under two hours expire between checks).
+fn refresh_interval(validity_secs: i64) -> Duration {
+    Duration::from_secs((validity_secs / 4).clamp(1, 3600) as u64)
+}
+
 /// Re-signs the index well before it expires, as long as the server runs.
 async fn refresh_loop(state: Arc<AppState>) {
-    let mut tick = tokio::time::interval(Duration::from_secs(3600));
+    let mut tick = tokio::time::interval(refresh_interval(state.validity_secs));
     loop {
         tick.tick().await;
         let _guard = state.write_lock.lock().await;
@@ -327,4 +336,23 @@ pub async fn serve(config: ServerConfig) -> anyhow::Result<()> {
         .await
         .context("serving")?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_index_is_checked_hourly_or_every_quarter_of_a_shorter_validity() {
+        assert_eq!(
+            refresh_interval(DEFAULT_VALIDITY_SECS),
+            Duration::from_secs(3600)
+        );
+        assert_eq!(refresh_interval(4 * 3600), Duration::from_secs(3600));
+        assert_eq!(refresh_interval(3600), Duration::from_secs(900));
+        assert_eq!(refresh_interval(8), Duration::from_secs(2));
+        // Never zero (a zero interval would spin).
+        assert_eq!(refresh_interval(1), Duration::from_secs(1));
+        assert_eq!(refresh_interval(0), Duration::from_secs(1));
+    }
 }

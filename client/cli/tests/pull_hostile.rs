@@ -4,6 +4,8 @@
 //! Every case fails with one clear line, within a bounded time, stores no
 //! object that fails its hash (fsck stays clean and the bad object is
 //! absent), and leaves the remote ref and the trust state as they were.
+//! With a second, honest mirror behind the hostile one, the pull takes the
+//! second's answer instead, and says which answer it refused and why.
 
 mod pull_harness;
 
@@ -341,4 +343,128 @@ fn prune_keeps_a_pulled_remote_ref() {
         f.v1
     );
     assert!(co.join("usr/lib/pkg0/share/f0").exists());
+}
+
+/// A second remote, `two`, whose URL is the fixture's (hostile) mirror and
+/// whose mirror is a second, honest one serving the same repository.
+fn second_mirror(f: &Fixture) -> Mirror {
+    let second = Mirror::start(&f.publisher.srv);
+    treectl([
+        "--repo",
+        s(&f.client),
+        "remote",
+        "add",
+        "two",
+        &f.mirror.url(),
+        "--mirror",
+        &second.url(),
+        "--trusted-key",
+        s(&f.publisher.key_pub),
+    ])
+    .ok();
+    second
+}
+
+/// `pull --json two:os/stable`, which must succeed: the JSON report and
+/// the stderr lines.
+fn pull_two(f: &Fixture) -> (serde_json::Value, Vec<String>) {
+    let mut args = vec!["--repo", s(&f.client), "pull", "--json", "two:os/stable"];
+    args.extend_from_slice(FAST);
+    let out = treectl(&args).run();
+    assert!(out.status.success(), "{}{}", out.stdout, out.stderr);
+    let done = out.stdout.lines().last().expect("a report");
+    let report = serde_json::from_str(done).expect("JSON report");
+    (report, out.stderr.lines().map(str::to_owned).collect())
+}
+
+/// Checks that `report` names exactly one fallback, from the first mirror
+/// to the second for `path`, with `reason`, and that stderr warns of it.
+fn assert_one_fallback(
+    f: &Fixture,
+    second: &Mirror,
+    (report, stderr): &(serde_json::Value, Vec<String>),
+    path: &str,
+    reason: &str,
+) {
+    let fallbacks = report["fallbacks"].as_array().expect("fallbacks");
+    assert_eq!(fallbacks.len(), 1, "{report}");
+    let line = fallbacks[0].as_str().expect("text");
+    let start = format!("{}{path} was refused (", f.mirror.url());
+    let end = format!("); used {} instead", second.url());
+    assert!(
+        line.starts_with(&start) && line.ends_with(&end) && line.contains(reason),
+        "{line}"
+    );
+    let warnings: Vec<&String> = stderr
+        .iter()
+        .filter(|l| l.starts_with("warning: "))
+        .collect();
+    assert_eq!(warnings, [&format!("warning: {line}")], "{stderr:?}");
+}
+
+fn assert_fsck_clean(f: &Fixture) {
+    let fsck = treectl_in(&f.client, ["fsck"]).run();
+    assert!(fsck.status.success(), "{}{}", fsck.stdout, fsck.stderr);
+}
+
+fn remote_ref_of_two(f: &Fixture) -> String {
+    std::fs::read_to_string(f.client.join("refs/remotes/two/os/stable"))
+        .expect("remote ref")
+        .trim()
+        .to_owned()
+}
+
+#[test]
+fn a_flipped_object_from_the_first_mirror_is_taken_from_the_second() {
+    let f = Fixture::new();
+    let second = second_mirror(&f);
+    let (v2, added) = f.publish_v2();
+    let bad = first_file(&added);
+    f.mirror.set(&bad, Trick::FlipByte);
+    let pulled = pull_two(&f);
+    assert_eq!(pulled.0["commit"], v2.as_str());
+    assert_eq!(remote_ref_of_two(&f), v2);
+    assert_one_fallback(&f, &second, &pulled, &bad, "file object");
+    // Both mirrors were asked for it; what is stored is the second's good
+    // copy (fsck re-hashes every object).
+    assert!(f.mirror.hits()[&bad] >= 1);
+    assert_eq!(second.hits()[&bad], 1);
+    let local = f
+        .client
+        .join(bad.trim_start_matches('/').replace(".filez", ".file"));
+    assert!(local.exists(), "{} is stored", local.display());
+    assert_fsck_clean(&f);
+}
+
+#[test]
+fn a_bad_index_from_the_first_mirror_is_taken_from_the_second() {
+    let f = Fixture::new();
+    let second = second_mirror(&f);
+
+    // The trusted key's signature over another payload.
+    let (v2, _) = f.publish_v2();
+    let good = SignedIndex::parse(&f.publisher.index_bytes()).expect("index");
+    let serial = good.index_unverified().expect("payload").serial;
+    let mut tampered = good.clone();
+    tampered.payload = good.payload.replacen("\"serial\":", "\"serial\":1", 1);
+    assert_ne!(tampered.payload, good.payload);
+    f.mirror
+        .set("/summary.json", Trick::Bytes(tampered.to_bytes()));
+    let pulled = pull_two(&f);
+    assert_eq!(pulled.0["commit"], v2.as_str());
+    assert_eq!(pulled.0["serial"], serial, "the second mirror's index");
+    assert_eq!(remote_ref_of_two(&f), v2);
+    assert_one_fallback(&f, &second, &pulled, "/summary.json", "does not verify");
+    assert_fsck_clean(&f);
+
+    // Bytes that are not an index at all.
+    make_tree(&f.dir.join("v3"), 4, 6, 3);
+    let v3 = f.publisher.publish(&f.dir.join("v3"), "os/stable", "3");
+    f.mirror
+        .set("/summary.json", Trick::Bytes(b"{\"payload\": 42".to_vec()));
+    let pulled = pull_two(&f);
+    assert_eq!(pulled.0["commit"], v3.as_str());
+    assert_eq!(remote_ref_of_two(&f), v3);
+    assert_one_fallback(&f, &second, &pulled, "/summary.json", "malformed");
+    assert_fsck_clean(&f);
 }

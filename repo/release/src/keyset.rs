@@ -215,7 +215,8 @@ pub struct SignedKeySet {
     pub signatures: Vec<Signature>,
 }
 
-fn key_set_message(payload: &str) -> Vec<u8> {
+/// `KEY_SET_SIGNATURE_DOMAIN ‖ payload`.
+pub(crate) fn key_set_message(payload: &str) -> Vec<u8> {
     let mut m = KEY_SET_SIGNATURE_DOMAIN.to_vec();
     m.extend_from_slice(payload.as_bytes());
     m

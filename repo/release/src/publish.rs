@@ -1331,6 +1331,52 @@ mod tests {
         assert!(forced.index_serial > hold.serial);
     }
 
+    /// Row 17 of docs/security.md: `refresh` re-signs only when less than
+    /// the threshold is left, and then writes a new serial and a later
+    /// expiry over the same refs, signed by the key.
+    #[test]
+    fn refresh_re_signs_only_when_less_than_the_threshold_is_left() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let repo = Repo::init(&tmp.path().join("repo"), RepoMode::Archive).expect("init");
+        let key = SecretKey::from_seed([3; 32]);
+        let with = |validity_secs| Publisher {
+            repo: &repo,
+            keys: std::slice::from_ref(&key),
+            validity_secs,
+        };
+        // Nothing published yet: nothing to re-sign.
+        assert!(!with(100).refresh(1000).expect("refresh"));
+        let stable = RefName::new("os/stable").expect("valid");
+        let v1 = commit_tree(&repo, &tmp.path().join("v1"), "v1", "1");
+        with(100)
+            .publish(&stable, &v1, "alice", &PublishOptions::default())
+            .expect("publish");
+        let path = repo.path().join(summary::INDEX_FILE);
+        let before = fs::read(&path).expect("index");
+        let old = SignedIndex::parse(&before)
+            .expect("parse")
+            .verify(&key.public())
+            .expect("verifies");
+        // About 100 s are left: a threshold of 50 is not reached, and the
+        // file is not touched.
+        assert!(!with(100).refresh(50).expect("refresh"));
+        assert_eq!(fs::read(&path).expect("index"), before);
+        // A threshold above what is left re-signs.
+        assert!(with(1000).refresh(101).expect("refresh"));
+        let new = summary::read_index(&repo)
+            .expect("read")
+            .expect("index")
+            .verify(&key.public())
+            .expect("the re-signed index verifies");
+        assert_eq!(new.serial, old.serial + 1);
+        assert!(new.expires > old.expires, "{new:?} after {old:?}");
+        assert_eq!(new.refs, old.refs, "the same refs");
+        // Freshly re-signed: nothing to do until the threshold again.
+        let after = fs::read(&path).expect("index");
+        assert!(!with(1000).refresh(101).expect("refresh"));
+        assert_eq!(fs::read(&path).expect("index"), after);
+    }
+
     #[test]
     fn incomplete_commit_is_refused() {
         let tmp = tempfile::tempdir().expect("tempdir");

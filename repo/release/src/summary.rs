@@ -353,6 +353,99 @@ mod tests {
         ));
     }
 
+    /// Row 16 of docs/security.md: the same bytes signed as one kind
+    /// (index, key set, commit) never verify as another, because each kind
+    /// signs its own domain prefix first. The signed content is chosen so
+    /// it is a valid payload of every kind: 32 bytes that can be a commit
+    /// id, then a ref name.
+    #[test]
+    fn signatures_of_one_kind_never_verify_as_another() {
+        use crate::keyset::{key_set_message, SignedKeySet, KEY_SET_SIGNATURE_DOMAIN};
+        use crate::sign::{
+            commit_message, CommitSignatures, RefSignature, COMMIT_SIGNATURE_DOMAIN,
+        };
+        use treectl_store::refs::RefName;
+
+        // No prefix may start another: then no message of one kind can be
+        // a message of another, whatever follows the prefix.
+        let prefixes = [
+            INDEX_SIGNATURE_DOMAIN,
+            KEY_SET_SIGNATURE_DOMAIN,
+            COMMIT_SIGNATURE_DOMAIN,
+        ];
+        for (i, a) in prefixes.iter().enumerate() {
+            for (j, b) in prefixes.iter().enumerate() {
+                if i != j {
+                    assert!(
+                        !a.starts_with(b),
+                        "{:?} starts with {:?}",
+                        String::from_utf8_lossy(a),
+                        String::from_utf8_lossy(b)
+                    );
+                }
+            }
+        }
+
+        let key = SecretKey::from_seed([9; 32]);
+        let public = key.public();
+        let id_bytes: [u8; 32] = *b"0123456789abcdef0123456789abcdef";
+        let id = ObjectId(id_bytes);
+        let stable = RefName::new("os/stable").expect("valid");
+        let content = format!("{}{stable}", std::str::from_utf8(&id_bytes).expect("ascii"));
+        let set = KeySet::new(1, 1, &[public]).expect("key set");
+
+        let kinds = ["index", "key set", "commit"];
+        let sign_as = |kind: &str| -> Signature {
+            key.sign(&match kind {
+                "index" => index_message(&content),
+                "key set" => key_set_message(&content),
+                _ => commit_message(&id, &stable),
+            })
+        };
+        // Whether the verifier of `kind` accepts `sig` over `content`.
+        let accepted_as = |kind: &str, sig: Signature| -> bool {
+            match kind {
+                "index" => {
+                    let signed = SignedIndex {
+                        payload: content.clone(),
+                        signatures: vec![sig],
+                    };
+                    // The signature is checked before the payload is
+                    // parsed: a good signature gets past it to "malformed".
+                    match signed.verify(&public) {
+                        Err(IndexError::Sign(_)) => false,
+                        Err(IndexError::Malformed { .. }) => true,
+                        other => panic!("unexpected {other:?}"),
+                    }
+                }
+                "key set" => SignedKeySet {
+                    payload: content.clone(),
+                    signatures: vec![sig],
+                }
+                .verify_by(&set)
+                .is_ok(),
+                _ => CommitSignatures {
+                    commit: id,
+                    signatures: vec![RefSignature {
+                        ref_name: stable.to_string(),
+                        signature: sig,
+                    }],
+                }
+                .verify(&stable, &public)
+                .is_ok(),
+            }
+        };
+        for signer in kinds {
+            for verifier in kinds {
+                assert_eq!(
+                    accepted_as(verifier, sign_as(signer)),
+                    signer == verifier,
+                    "a {signer} signature checked as a {verifier} signature"
+                );
+            }
+        }
+    }
+
     #[test]
     fn newer_format_and_expiry() {
         let mut index = sample();

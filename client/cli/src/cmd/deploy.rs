@@ -309,6 +309,9 @@ fn run_upgrade(sr: &Sysroot, args: UpgradeArgs) -> Result<ExitCode> {
     let progress = Progress::start(ProgressMode::pick(false), "upgrade".to_owned());
     let out = upgrade(sr, &opts, &progress)?;
     drop(progress);
+    for f in out.pull.iter().flat_map(|p| &p.fallbacks) {
+        eprintln!("warning: {f}");
+    }
     if args.json {
         let v = serde_json::json!({
             "decision": out.decision,

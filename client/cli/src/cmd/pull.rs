@@ -104,6 +104,9 @@ pub fn pull(repo: &Repo, args: PullArgs) -> Result<ExitCode> {
     let outcome = pull_ref(repo, &name, &ref_name, &opts, &progress);
     progress.finish();
     let outcome = outcome?;
+    for f in &outcome.fallbacks {
+        eprintln!("warning: {f}");
+    }
     if args.json {
         let mut v = serde_json::to_value(&outcome).context("encoding the result")?;
         v["event"] = "done".into();

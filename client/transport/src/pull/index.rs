@@ -46,7 +46,15 @@ pub(super) fn accept(
     let mut attempts = Vec::new();
     for src in 0..http.sources().len() {
         match from_source(http, src, remote, trust, ref_name, max_bytes) {
-            Ok(accepted) => return Ok(accepted),
+            Ok(accepted) => {
+                let refused: Vec<(usize, TransportError)> = attempts
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, (_, e))| (i, e))
+                    .collect();
+                http.note_fallback(&format!("/{INDEX_FILE}"), &refused, src);
+                return Ok(accepted);
+            }
             Err(e) => attempts.push((http.sources()[src].clone(), e)),
         }
     }

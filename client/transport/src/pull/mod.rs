@@ -157,6 +157,10 @@ pub struct PullOutcome {
     pub objects_fetched: u64,
     pub bytes_fetched: u64,
     pub seconds: f64,
+    /// Answers refused from one source and taken from the next (a bad
+    /// index or object from a mirror), one line each.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub fallbacks: Vec<String>,
 }
 
 impl PullOutcome {
@@ -218,6 +222,7 @@ pub fn pull(
         objects_fetched: walked.fetched + files,
         bytes_fetched: counters.bytes.load(std::sync::atomic::Ordering::Relaxed),
         seconds: started.elapsed().as_secs_f64(),
+        fallbacks: source.fallbacks(),
     })
 }
 

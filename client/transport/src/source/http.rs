@@ -6,6 +6,7 @@
 
 use std::io;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
 
 use reqwest::blocking::{Client, RequestBuilder, Response};
 use treectl_store::store::relative_object_path;
@@ -44,6 +45,9 @@ pub struct HttpSource<'a> {
     dead: Vec<AtomicBool>,
     /// Whether each source offers `/v1/objects/fetch`.
     batched: Vec<bool>,
+    /// Answers refused from one source and then taken from another
+    /// ([`HttpSource::fallbacks`]).
+    fallbacks: Mutex<Vec<String>>,
     opts: HttpSourceOptions,
     counters: &'a Counters,
 }
@@ -60,6 +64,7 @@ impl<'a> HttpSource<'a> {
             sources,
             dead: (0..n).map(|_| AtomicBool::new(false)).collect(),
             batched: vec![false; n],
+            fallbacks: Mutex::new(Vec::new()),
             opts,
             counters,
         })
@@ -68,6 +73,29 @@ impl<'a> HttpSource<'a> {
     /// The sources' base URLs, in the order they are tried.
     pub fn sources(&self) -> &[String] {
         &self.sources
+    }
+
+    /// Records that `path` was refused from each source of `refused` (a
+    /// bad or failed answer) and then taken from source `used`, so a
+    /// broken or hostile mirror does not go unnoticed behind a good one.
+    pub fn note_fallback(&self, path: &str, refused: &[(usize, TransportError)], used: usize) {
+        let mut notes = self.fallbacks.lock().unwrap_or_else(|e| e.into_inner());
+        for (src, err) in refused {
+            notes.push(format!(
+                "{}{path} was refused ({}); used {} instead",
+                self.sources[*src],
+                err.chain_text(),
+                self.sources[used]
+            ));
+        }
+    }
+
+    /// Every fallback so far, one line each, in order.
+    pub fn fallbacks(&self) -> Vec<String> {
+        self.fallbacks
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     fn low_speed(&self) -> LowSpeed {
@@ -130,7 +158,7 @@ impl<'a> HttpSource<'a> {
             "/{}",
             relative_object_path(&obj.id, obj.kind, RepoMode::Archive)
         );
-        let mut first: Option<TransportError> = None;
+        let mut refused: Vec<(usize, TransportError)> = Vec::new();
         for src in self.live_order() {
             let result = self
                 .get(src, &path, self.opts.max_object_bytes)
@@ -141,16 +169,19 @@ impl<'a> HttpSource<'a> {
                     })
                 });
             match result {
-                Ok(()) => return Ok(()),
+                Ok(()) => {
+                    self.note_fallback(&path, &refused, src);
+                    return Ok(());
+                }
                 Err(e) => {
                     if e.is_transient() {
                         self.dead[src].store(true, Ordering::Relaxed);
                     }
-                    first.get_or_insert(e);
+                    refused.push((src, e));
                 }
             }
         }
-        Err(first.expect("at least one source"))
+        Err(refused.into_iter().next().expect("at least one source").1)
     }
 
     /// The sources not marked dead (all of them when every one is).
