@@ -1,6 +1,7 @@
 //! treectl-release: what makes a repository's content a release that
 //! clients can trust. Ed25519 keys and detached commit signatures
-//! ([`sign`]), key sets and their rotation ([`keyset`]), the signed ref index `summary.json` ([`summary`]), publish,
+//! ([`sign`]), key sets and their rotation ([`keyset`]), the signed ref index `summary.json` ([`summary`]), the pack files
+//! static mirrors serve ([`packs`]), publish,
 //! revert, the history log and crash recovery ([`publish`]), and on the
 //! client side the remotes and their trust state ([`remote`]: the highest
 //! index serial accepted, so a replayed older index is refused).
@@ -19,6 +20,7 @@
 //! ```
 
 pub mod keyset;
+pub mod packs;
 pub mod publish;
 pub mod remote;
 pub mod sign;

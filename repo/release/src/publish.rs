@@ -5,7 +5,9 @@
 //!
 //! 1. checks that every object the commit needs is present (its closure);
 //! 2. signs the commit for the ref (`signatures/<id>.json`);
-//! 3. writes the intent to `state/publish-pending.json`;
+//! 3. writes the intent to `state/publish-pending.json`, and the packs
+//!    of the commit's objects no listed pack holds (`packs/`, for static
+//!    mirrors);
 //! 4. writes the new `summary.json` atomically (**the commit point**);
 //! 5. rewrites `state/history.jsonl` atomically with the new entry;
 //! 6. moves `refs/heads/REF`;
@@ -23,6 +25,7 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 use crate::keyset::{self, KeySet, KeySetError};
+use crate::packs::{self, PackError};
 use crate::sign::{self, PublicKey, SecretKey, SignError};
 use crate::summary::{
     self, Barrier, IndexError, RefEntry, RefIndex, Rejection, Rollout, SignedIndex,
@@ -118,6 +121,12 @@ pub enum PublishError {
     KeySet(#[from] KeySetError),
     #[error(transparent)]
     Index(#[from] IndexError),
+    #[error("writing the packs of {commit}: {err}")]
+    Packs {
+        commit: ObjectId,
+        #[source]
+        err: PackError,
+    },
     #[error(transparent)]
     Sign(#[from] SignError),
     #[error(transparent)]
@@ -880,6 +889,12 @@ impl Publisher<'_> {
                 serial,
             });
         }
+        // Before the commit point: the index names only packs on disk.
+        index.packs = packs::pack_release(repo, commit_id, &index.packs, packs::PACK_TARGET_BYTES)
+            .map_err(|err| PublishError::Packs {
+                commit: *commit_id,
+                err,
+            })?;
         index.serial = serial;
         index.generated = time;
         index.expires = time + self.validity_secs;
@@ -901,6 +916,8 @@ impl Publisher<'_> {
         );
         self.write_signed(&mut index, &signers)?;
         failpoint::hit("publish-after-index");
+        // Leftovers of an interrupted publish; nothing listed goes.
+        packs::remove_unlisted(repo, &index.packs)?;
         history.push(entry.clone());
         history.extend(also);
         write_history(repo, &history)?;
@@ -1396,5 +1413,98 @@ mod tests {
         ));
         assert!(summary::read_index(&repo).expect("read").is_none());
         assert!(read_history(&repo).expect("history").is_empty());
+    }
+
+    #[test]
+    fn publishing_writes_packs_of_the_new_objects() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let repo = Repo::init(&tmp.path().join("repo"), RepoMode::Archive).expect("init");
+        let p = Publisher {
+            repo: &repo,
+            keys: &[],
+            validity_secs: 100,
+        };
+        let stable = RefName::new("os/stable").expect("valid");
+        let v1 = commit_tree(&repo, &tmp.path().join("v1"), "v1", "1");
+        let v2 = commit_tree(&repo, &tmp.path().join("v2"), "v2", "2");
+        // An interrupted publish's pack, which no index names.
+        fs::create_dir_all(repo.path().join(packs::PACKS_DIR)).expect("mkdir");
+        let orphan = repo.path().join("packs/0000.pack");
+        fs::write(&orphan, b"left over").expect("write");
+        let read = |pack: &packs::PackRef| {
+            let idx = fs::read(repo.path().join(pack.index_path())).expect("idx");
+            assert_eq!(ObjectId::of(&idx), pack.index_sha256);
+            assert_eq!(idx.len() as u64, pack.index_size);
+            let index = packs::PackIndex::decode(&idx).expect("decodes");
+            let data = fs::read(repo.path().join(pack.pack_path())).expect("pack");
+            assert_eq!(
+                (ObjectId::of(&data), data.len() as u64),
+                (pack.name, pack.size)
+            );
+            // Each range is the object's stored bytes, exactly.
+            for e in &index.entries {
+                let range = &data[e.offset as usize..(e.offset + e.length) as usize];
+                assert_eq!(range, repo.read_wire_form(&e.id, e.kind).expect("object"));
+            }
+            index.entries
+        };
+        p.publish(&stable, &v1, "alice", &PublishOptions::default())
+            .expect("v1");
+        let index = current_index(&repo).expect("index");
+        assert_eq!(
+            index.format,
+            summary::INDEX_FORMAT_V1,
+            "packs are ignorable"
+        );
+        assert_eq!(index.packs.len(), 1);
+        let first = read(&index.packs[0]);
+        // The pull's order: the commit, then metadata, then files.
+        let order = packs::pull_order(&repo, &v1).expect("order");
+        assert_eq!(first[0].id, v1);
+        assert_eq!(
+            first.iter().map(|e| (e.id, e.kind)).collect::<Vec<_>>(),
+            order
+        );
+        assert_eq!(
+            commit_closure(&repo, &v1).expect("closure").objects.len(),
+            order.len()
+        );
+        assert!(!orphan.exists(), "an unlisted pack file is removed");
+        p.publish(&stable, &v2, "alice", &PublishOptions::default())
+            .expect("v2");
+        let index = current_index(&repo).expect("index");
+        assert_eq!(index.packs.len(), 2);
+        assert_eq!(read(&index.packs[0]), first, "the first pack is kept as is");
+        let second = read(&index.packs[1]);
+        let old: std::collections::HashSet<_> = first.iter().map(|e| (e.id, e.kind)).collect();
+        assert!(
+            second.iter().all(|e| !old.contains(&(e.id, e.kind))),
+            "only new objects"
+        );
+        let want: Vec<_> = packs::pull_order(&repo, &v2)
+            .expect("order")
+            .into_iter()
+            .filter(|o| !old.contains(o))
+            .collect();
+        assert_eq!(
+            second.iter().map(|e| (e.id, e.kind)).collect::<Vec<_>>(),
+            want
+        );
+        // A damaged pack index is dropped from the list and its objects
+        // packed again; a small target splits a release into several packs.
+        fs::write(repo.path().join(index.packs[1].index_path()), b"junk").expect("damage");
+        let again = packs::pack_release(&repo, &v2, &index.packs, 1).expect("repack");
+        assert_eq!(again[0], index.packs[0]);
+        assert_eq!(
+            again.len(),
+            1 + want.len(),
+            "one object per pack at a 1-byte target"
+        );
+        let repacked: Vec<_> = again[1..]
+            .iter()
+            .flat_map(|p| read(p))
+            .map(|e| (e.id, e.kind))
+            .collect();
+        assert_eq!(repacked, want);
     }
 }

@@ -16,6 +16,7 @@ use std::io;
 use serde::{Deserialize, Serialize};
 
 use crate::keyset::{KeySet, KeySetError};
+use crate::packs::PackRef;
 use crate::sign::{PublicKey, SecretKey, SignError, Signature};
 use treectl_store::hash::ObjectId;
 use treectl_store::store::{write_atomic, Repo};
@@ -145,6 +146,11 @@ pub struct RefIndex {
     /// Index format 3.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub keys: Option<KeySet>,
+    /// Pack files of the published objects, for clients of static mirrors
+    /// (`packs/`). Ignorable: a reader that skips them fetches the same
+    /// objects one by one, so they change no format.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub packs: Vec<PackRef>,
 }
 
 impl RefIndex {
@@ -158,6 +164,7 @@ impl RefIndex {
             expires: 0,
             refs: BTreeMap::new(),
             keys: None,
+            packs: Vec::new(),
         }
     }
 
