@@ -1,7 +1,7 @@
 //! The read side: plain GET and HEAD of the repository's own files, so any
 //! static web server is a full mirror. Only names the repository format
 //! defines are served (`config`, `summary.json`, `keys.json`, `objects/XX/….EXT`,
-//! `signatures/<id>.json`); anything else, including `tmp/`, `state/`,
+//! `signatures/<id>.json`, `packs/<sha256>.pack` and `.idx`); anything else, including `tmp/`, `state/`,
 //! `lock`, `..` and paths through symlinks, is 404.
 
 use std::io::{Read, Seek, SeekFrom};
@@ -16,6 +16,7 @@ use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use http_body::{Frame, SizeHint};
 use treectl_release::keyset::KEYS_FILE;
+use treectl_release::packs::PACKS_DIR;
 use treectl_release::summary::INDEX_FILE;
 use treectl_store::store::parse_object_name;
 use treectl_store::{ObjectId, ObjectKind, RepoMode};
@@ -27,7 +28,7 @@ use crate::AppState;
 /// How a served file may be cached.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum FileClass {
-    /// Content-addressed: never changes.
+    /// Content-addressed: never changes (objects, packs and their indexes).
     Object,
     /// Rewritten in place (config, index, signatures).
     Mutable,
@@ -47,14 +48,23 @@ fn classify(path: &str, mode: RepoMode) -> Option<(String, FileClass, Option<Obj
         }
         ["signatures", file] => {
             let hex = file.strip_suffix(".json")?;
-            let lower = hex
-                .bytes()
-                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
-            (lower && ObjectId::from_hex(hex).is_some())
-                .then(|| (rel.to_owned(), FileClass::Mutable, None))
+            is_lower_id(hex).then(|| (rel.to_owned(), FileClass::Mutable, None))
+        }
+        [PACKS_DIR, file] => {
+            let hex = file
+                .strip_suffix(".pack")
+                .or_else(|| file.strip_suffix(".idx"))?;
+            is_lower_id(hex).then(|| (rel.to_owned(), FileClass::Object, None))
         }
         _ => None,
     }
+}
+
+/// 64 lowercase hex digits: the only spelling the repository writes.
+fn is_lower_id(hex: &str) -> bool {
+    hex.bytes()
+        .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        && ObjectId::from_hex(hex).is_some()
 }
 
 /// A single byte range, resolved against the file size.
@@ -392,6 +402,13 @@ mod tests {
         assert!(classify("/summary.json", RepoMode::Archive).is_some());
         assert!(classify("/keys.json", RepoMode::Archive).is_some());
         assert!(classify(&format!("/signatures/{id}.json"), RepoMode::Archive).is_some());
+        for pack in [format!("/packs/{id}.pack"), format!("/packs/{id}.idx")] {
+            assert_eq!(
+                classify(&pack, RepoMode::Archive).map(|c| c.1),
+                Some(FileClass::Object),
+                "{pack}"
+            );
+        }
         for bad in [
             "/",
             "/lock",
@@ -403,6 +420,9 @@ mod tests {
             "/signatures/../config.json",
             "/objects/AB/cc.filez",
             "//config",
+            "/packs/../config",
+            "/packs/abc.pack",
+            "/packs/x/y.pack",
         ] {
             assert!(classify(bad, RepoMode::Archive).is_none(), "{bad}");
         }
