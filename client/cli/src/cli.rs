@@ -372,6 +372,9 @@ pub struct TransferArgs {
     /// Use per-object GETs even when the server offers the batched fetch
     #[arg(long)]
     pub no_batch: bool,
+    /// From a static mirror, ignore its packs: one GET per object
+    #[arg(long)]
+    pub no_packs: bool,
     /// Read a bearer token from FILE (default: $TREECTL_TOKEN), for servers that require one for reads
     #[arg(long, value_name = "FILE")]
     pub token_file: Option<PathBuf>,

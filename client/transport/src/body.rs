@@ -101,7 +101,7 @@ pub fn read_capped(
 
 /// A read error after `got` bytes: stalled (low-speed limit or timeout)
 /// or cut short.
-fn cut(e: &io::Error, got: usize) -> TransportError {
+pub(crate) fn cut(e: &io::Error, got: usize) -> TransportError {
     let cause = e
         .get_ref()
         .map(|i| root_cause(i))

@@ -149,6 +149,18 @@ pub enum TransportError {
     Pack { url: String, err: PackError },
     #[error("{url}: the pack ended early")]
     PackEnded { url: String },
+    /// A static mirror's answer to a Range request of a pack that is not
+    /// exactly the bytes asked for.
+    #[error("{url} answered {status} with Content-Range {got:?} to a request for {want:?}")]
+    BadRange {
+        url: String,
+        status: u16,
+        got: String,
+        want: String,
+    },
+    /// A pack index that is not the one the signed index lists.
+    #[error("{url}: the pack index is not the signed one: {reason}")]
+    BadPackIndex { url: String, reason: String },
     #[error("{url} sent {kind} object {id} where {want} was expected")]
     WrongObject {
         url: String,
@@ -291,6 +303,8 @@ impl TransportError {
             | E::ContentTooLarge { .. }
             | E::FileHeader(_)
             | E::PackEnded { .. }
+            | E::BadRange { .. }
+            | E::BadPackIndex { .. }
             | E::WrongObject { .. }
             | E::Decode { .. }
             | E::TooDeep(_) => Corrupt,

@@ -92,6 +92,7 @@ pub fn pull_options(args: &TransferArgs) -> Result<PullOptions> {
         max_object_bytes: args.max_object_size,
         commit_every: args.commit_every.max(1),
         no_batch: args.no_batch,
+        no_packs: args.no_packs,
         token: read_token(args.token_file.as_deref())?,
         barrier: None,
     })

@@ -14,8 +14,9 @@
 //!    (`tmp/pull-NAME/`) until the end, so `objects/` never holds a tree
 //!    whose children are missing.
 //! 4. [`fetch`]: fetch the missing file objects, many at a time (the
-//!    batched `/v1/objects/fetch` when the server offers it, plain GETs
-//!    from static mirrors), verify each against its id, and store them in
+//!    batched `/v1/objects/fetch` when the server offers it, Range requests
+//!    of the packs a static mirror's signed index lists, else plain GETs),
+//!    verify each against its id, and store them in
 //!    batches: an interrupted pull keeps what it finished.
 //! 5. [`stage`]: store the staged trees, dirmetas and commit, children
 //!    first.
@@ -76,6 +77,8 @@ pub struct PullOptions {
     pub commit_every: usize,
     /// Use plain GETs even when the server offers the batched fetch.
     pub no_batch: bool,
+    /// Ignore a static mirror's packs: one GET per object.
+    pub no_packs: bool,
     pub token: Option<String>,
     /// Pull this barrier release of the ref (one its index lists in
     /// `barriers`) instead of its head.
@@ -98,6 +101,7 @@ impl Default for PullOptions {
             max_object_bytes: 1 << 30,
             commit_every: 2000,
             no_batch: false,
+            no_packs: false,
             token: None,
             barrier: None,
         }
@@ -136,6 +140,7 @@ impl PullOptions {
             jobs: self.jobs.max(1),
             max_object_bytes: self.max_object_bytes,
             no_batch: self.no_batch,
+            no_packs: self.no_packs,
             token: self.token.clone(),
         }
     }
@@ -192,6 +197,7 @@ pub fn pull(
 
     let already = treectl_store::refs::try_read_remote_ref(repo, remote_name, ref_name)?;
     source.probe();
+    source.load_packs(&accepted.index.packs);
     // Prune waits until this pull is done, so nothing it relies on goes.
     let _lock = RepoLock::acquire(repo.path(), LockKind::Shared)?;
     let staging = stage::Staging::open(repo, remote_name)?;
@@ -356,6 +362,7 @@ pub fn plan(
     } = open(repo, remote_name, ref_name, opts, counters, "pricing")?;
     commit::record_index(repo, remote_name, ref_name, &trust, &accepted)?;
     source.probe();
+    source.load_packs(&accepted.index.packs);
     let _lock = RepoLock::acquire(repo.path(), LockKind::Shared)?;
     let staging = stage::Staging::open(repo, remote_name)?;
     let walked = walk::walk(repo, &source, &staging, &commit_id, counters, &where_)?;

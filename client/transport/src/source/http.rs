@@ -1,22 +1,28 @@
 //! A remote's URL and mirrors as an object source: one keep-alive client,
 //! the sources tried in order, the batched `/v1/objects/fetch` where a
 //! server offers it and plain GETs of the archive layout (static mirrors)
-//! otherwise. Transient failures are retried ([`RetryPolicy`]); a source
+//! otherwise. From a static mirror whose signed index lists packs, the
+//! objects the packs hold come in Range requests of whole runs
+//! ([`super::packs`]), anything else (and whatever a bad range spoils) by
+//! plain GETs. Transient failures are retried ([`RetryPolicy`]); a source
 //! that keeps failing is marked dead and the next one is tried.
 
-use std::io;
+use std::collections::HashSet;
+use std::io::{self, BufRead, Read};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 
 use reqwest::blocking::{Client, RequestBuilder, Response};
+use treectl_release::packs::{PackIndex, PackRef, MAX_PACK_INDEX_BYTES};
 use treectl_store::store::relative_object_path;
 use treectl_store::RepoMode;
 use treectl_wire::{
     FetchRequest, HealthResponse, ObjectRef, ObjectSize, PackReader, SizesRequest, SizesResponse,
 };
 
+use super::packs::{piece_bytes, PackMap, PackRange};
 use super::{ObjectSource, Sink};
-use crate::body::{read_capped, Metered};
+use crate::body::{cut, read_capped, Metered};
 use crate::client::{HttpPolicy, LowSpeed};
 use crate::error::{root_cause, TransportError};
 use crate::parallel::{in_parallel, Stop};
@@ -34,6 +40,8 @@ pub struct HttpSourceOptions {
     pub max_object_bytes: u64,
     /// Use plain GETs even when a server offers the batched fetch.
     pub no_batch: bool,
+    /// Ignore a static mirror's packs: one GET per object.
+    pub no_packs: bool,
     pub token: Option<String>,
 }
 
@@ -48,6 +56,10 @@ pub struct HttpSource<'a> {
     /// Answers refused from one source and then taken from another
     /// ([`HttpSource::fallbacks`]).
     fallbacks: Mutex<Vec<String>>,
+    /// Where the remote's packs hold objects, once their indexes are read.
+    packs: PackMap,
+    /// Packs that answered a range wrongly: not asked again this pull.
+    bad_packs: Mutex<HashSet<treectl_store::ObjectId>>,
     opts: HttpSourceOptions,
     counters: &'a Counters,
 }
@@ -65,6 +77,8 @@ impl<'a> HttpSource<'a> {
             dead: (0..n).map(|_| AtomicBool::new(false)).collect(),
             batched: vec![false; n],
             fallbacks: Mutex::new(Vec::new()),
+            packs: PackMap::default(),
+            bad_packs: Mutex::new(HashSet::new()),
             opts,
             counters,
         })
@@ -133,6 +147,186 @@ impl<'a> HttpSource<'a> {
                 .and_then(|b| serde_json::from_slice::<HealthResponse>(&b).ok())
                 .is_some_and(|h| h.status == "ok");
         }
+    }
+
+    /// Reads the indexes of `listed` (the packs the verified signed index
+    /// lists), for a remote that is only a static file server, so objects
+    /// come out of the packs. An index that cannot be fetched, or whose
+    /// SHA-256, pack or size is not what the signed index says, is left
+    /// out: its objects come by plain GETs. Returns how many packs are used.
+    pub fn load_packs(&mut self, listed: &[PackRef]) -> usize {
+        if self.opts.no_packs || listed.is_empty() || self.batched.iter().any(|b| *b) {
+            return 0;
+        }
+        let loaded: Mutex<Vec<(usize, PackIndex)>> = Mutex::new(Vec::new());
+        let numbered: Vec<(usize, &PackRef)> = listed.iter().enumerate().collect();
+        let _ = in_parallel(self.opts.jobs, &numbered, 1, |chunk, _stop| {
+            for &(i, pack) in chunk {
+                match self.pack_index(pack) {
+                    Ok(index) => loaded.lock().expect("packs poisoned").push((i, index)),
+                    Err(e) => debug_pack_unused(&e),
+                }
+            }
+            Ok::<(), TransportError>(())
+        });
+        let mut loaded = loaded.into_inner().expect("packs poisoned");
+        loaded.sort_by_key(|(i, _)| *i);
+        for (i, index) in &loaded {
+            self.packs.add(listed[*i].clone(), index);
+        }
+        loaded.len()
+    }
+
+    /// One pack's index from the first source that has it right.
+    fn pack_index(&self, pack: &PackRef) -> Result<PackIndex, TransportError> {
+        let path = format!("/{}", pack.index_path());
+        let mut first = None;
+        for src in self.live_order() {
+            let url = format!("{}{path}", self.sources[src]);
+            let got = self
+                .get(src, &path, pack.index_size.min(MAX_PACK_INDEX_BYTES))
+                .and_then(|bytes| check_pack_index(&url, pack, &bytes));
+            match got {
+                Ok(index) => return Ok(index),
+                Err(e) => {
+                    first.get_or_insert(e);
+                }
+            }
+        }
+        Err(first.expect("at least one source"))
+    }
+
+    /// Fetches the objects of one pack range, verified by `sink` one by
+    /// one. A transient failure resumes at the first object not yet
+    /// handed over; objects a bad answer spoils (a wrong status or
+    /// `Content-Range`, an object that fails verification) are fetched by
+    /// plain GETs instead, and the pack is not asked again.
+    fn fetch_range(&self, r: &PackRange, sink: &Sink, stop: &Stop) -> Result<(), TransportError> {
+        let mut done = 0;
+        let mut spoiled = Vec::new();
+        let path = format!("/{}", r.pack.pack_path());
+        if !self
+            .bad_packs
+            .lock()
+            .expect("bad packs")
+            .contains(&r.pack.name)
+        {
+            let src = self.live_order()[0];
+            let got = self.opts.retry.run(|| {
+                if done == r.objects.len() || stop.is_set() {
+                    return Ok(());
+                }
+                self.read_range(src, &path, r, &mut done, &mut spoiled, sink, stop)
+            });
+            if let Err(e) = got {
+                if matches!(e, TransportError::Stopped) {
+                    return Err(e);
+                }
+                debug_pack_unused(&e);
+                if !e.is_transient() {
+                    self.bad_packs
+                        .lock()
+                        .expect("bad packs")
+                        .insert(r.pack.name);
+                }
+            }
+        }
+        spoiled.extend(r.objects[done..].iter().map(|o| o.0));
+        for obj in spoiled {
+            if stop.is_set() {
+                return Err(TransportError::Stopped);
+            }
+            self.fetch_object(obj, sink)?;
+        }
+        Ok(())
+    }
+
+    /// One Range request for `r`'s objects from `done` on; advances `done`
+    /// past each object read, adding to `spoiled` those `sink` refused.
+    #[allow(clippy::too_many_arguments)]
+    fn read_range(
+        &self,
+        src: usize,
+        path: &str,
+        r: &PackRange,
+        done: &mut usize,
+        spoiled: &mut Vec<ObjectRef>,
+        sink: &Sink,
+        stop: &Stop,
+    ) -> Result<(), TransportError> {
+        let url = format!("{}{path}", self.sources[src]);
+        let start = r.objects[*done].1;
+        let last = r.end - 1;
+        let resp = self
+            .request(self.client.get(&url))
+            .header(reqwest::header::RANGE, format!("bytes={start}-{last}"))
+            .send()
+            .map_err(|e| send_error(&url, e))?;
+        let resp = check_status(&url, resp)?;
+        let want = format!("bytes {start}-{last}/{}", r.pack.size);
+        let got = resp
+            .headers()
+            .get(reqwest::header::CONTENT_RANGE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        if resp.status() != reqwest::StatusCode::PARTIAL_CONTENT || got != want {
+            return Err(TransportError::BadRange {
+                url,
+                status: resp.status().as_u16(),
+                got: got.to_owned(),
+                want,
+            });
+        }
+        let metered = Metered::new(resp, self.low_speed(), Some(self.counters));
+        let mut body = io::BufReader::with_capacity(256 << 10, metered);
+        let mut pos = start;
+        let mut read = 0usize;
+        for &(obj, offset, length) in &r.objects[*done..] {
+            if stop.is_set() {
+                return Err(TransportError::Stopped);
+            }
+            // The gap between wanted objects (another object) is skipped.
+            let gap = offset - pos;
+            let skipped =
+                io::copy(&mut (&mut body).take(gap), &mut io::sink()).map_err(|e| cut(&e, read))?;
+            if skipped != gap {
+                return Err(short_range(read + skipped as usize));
+            }
+            read += gap as usize;
+            if length > self.opts.max_object_bytes {
+                // Too large to hold: the plain GET refuses it with the cap.
+                io::copy(&mut (&mut body).take(length), &mut io::sink())
+                    .map_err(|e| cut(&e, read))?;
+                spoiled.push(obj);
+            } else {
+                let mut data = vec![0; length as usize];
+                body.read_exact(&mut data).map_err(|e| {
+                    if e.kind() == io::ErrorKind::UnexpectedEof {
+                        short_range(read)
+                    } else {
+                        cut(&e, read)
+                    }
+                })?;
+                if let Err(e) = sink(obj, data) {
+                    debug_pack_unused(&TransportError::BadPackObject {
+                        what: format!("{} object {}", obj.kind, obj.id),
+                        url: url.clone(),
+                        err: Box::new(e),
+                    });
+                    spoiled.push(obj);
+                }
+            }
+            read += length as usize;
+            pos = offset + length;
+            *done += 1;
+        }
+        // Nothing may follow the range's last byte.
+        if !body.fill_buf().map_err(|e| cut(&e, read))?.is_empty() {
+            return Err(TransportError::TooLong {
+                limit: r.end - start,
+            });
+        }
+        Ok(())
     }
 
     /// One GET of `path` from source `src`, body capped at `cap`.
@@ -364,10 +558,64 @@ impl<'a> HttpSource<'a> {
 
 impl ObjectSource for HttpSource<'_> {
     fn fetch(&self, objs: &[ObjectRef], sink: &Sink) -> Result<(), TransportError> {
-        let chunk = self.chunk_size(objs.len());
-        in_parallel(self.opts.jobs, objs, chunk, |c, stop| {
+        let mut loose = objs;
+        let planned;
+        if !self.packs.is_empty() {
+            let piece = piece_bytes(self.packs.packed_bytes(objs), self.opts.jobs);
+            let (ranges, rest) = self.packs.plan(objs, piece);
+            in_parallel(self.opts.jobs, &ranges, 1, |c, stop| {
+                c.iter().try_for_each(|r| self.fetch_range(r, sink, stop))
+            })?;
+            planned = rest;
+            loose = &planned;
+        }
+        let chunk = self.chunk_size(loose.len());
+        in_parallel(self.opts.jobs, loose, chunk, |c, stop| {
             self.fetch_chunk(c, sink, stop)
         })
+    }
+}
+
+/// Checks a fetched pack index against the signed index's entry: its
+/// length and SHA-256, then that it describes that pack.
+fn check_pack_index(url: &str, pack: &PackRef, bytes: &[u8]) -> Result<PackIndex, TransportError> {
+    let bad = |reason: String| TransportError::BadPackIndex {
+        url: url.to_owned(),
+        reason,
+    };
+    let sha = treectl_store::ObjectId::of(bytes);
+    if bytes.len() as u64 != pack.index_size || sha != pack.index_sha256 {
+        return Err(bad(format!(
+            "{} bytes with SHA-256 {sha}, the signed index says {} bytes with {}",
+            bytes.len(),
+            pack.index_size,
+            pack.index_sha256
+        )));
+    }
+    let index = PackIndex::decode(bytes).map_err(|e| bad(e.to_string()))?;
+    if index.pack != pack.name || index.size != pack.size {
+        return Err(bad(format!(
+            "it describes pack {} of {} bytes, not {} of {}",
+            index.pack, index.size, pack.name, pack.size
+        )));
+    }
+    Ok(index)
+}
+
+/// A range body that ended after `got` bytes.
+fn short_range(got: usize) -> TransportError {
+    TransportError::BodyCut {
+        got,
+        stalled: false,
+        cause: "the range ended early".to_owned(),
+    }
+}
+
+/// With `TREECTL_DEBUG` set, says why a pack is not used (its objects then
+/// come by plain GETs).
+fn debug_pack_unused(e: &TransportError) {
+    if std::env::var_os("TREECTL_DEBUG").is_some() {
+        eprintln!("not using a pack: {}", e.chain_text());
     }
 }
 

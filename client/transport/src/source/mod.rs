@@ -1,9 +1,11 @@
 //! Where a pull's objects come from: an [`ObjectSource`] hands the wire
 //! form of each asked-for object to a [`Sink`], which verifies and keeps
 //! it. [`HttpSource`] fetches from a remote's URL and mirrors;
-//! [`LocalSource`] reads another repository on this machine.
+//! [`LocalSource`] reads another repository on this machine; [`packs`]
+//! plans the Range requests of a static mirror's packs.
 
 mod http;
+pub mod packs;
 
 pub use http::{HttpSource, HttpSourceOptions};
 
