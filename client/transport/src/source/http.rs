@@ -160,7 +160,7 @@ impl<'a> HttpSource<'a> {
         }
         let loaded: Mutex<Vec<(usize, PackIndex)>> = Mutex::new(Vec::new());
         let numbered: Vec<(usize, &PackRef)> = listed.iter().enumerate().collect();
-        let _ = in_parallel(self.opts.jobs, &numbered, 1, |chunk, _stop| {
+        in_parallel(self.opts.jobs, &numbered, 1, |chunk, _stop| {
             for &(i, pack) in chunk {
                 match self.pack_index(pack) {
                     Ok(index) => loaded.lock().expect("packs poisoned").push((i, index)),
@@ -168,7 +168,8 @@ impl<'a> HttpSource<'a> {
                 }
             }
             Ok::<(), TransportError>(())
-        });
+        })
+        .expect("a pack index that fails is left out, never an error");
         let mut loaded = loaded.into_inner().expect("packs poisoned");
         loaded.sort_by_key(|(i, _)| *i);
         for (i, index) in &loaded {
@@ -464,8 +465,8 @@ impl<'a> HttpSource<'a> {
 
     /// The sizes of `objs`, without their bytes: from the first live
     /// source that is a treectl server (`/v1/objects/sizes`, which also
-    /// gives a file's content size), else from HEAD requests (the wire
-    /// size alone).
+    /// gives a file's content size), else from the pack indexes or HEAD
+    /// requests (the wire size alone).
     pub fn sizes(&self, objs: &[ObjectRef]) -> Result<Vec<ObjectSize>, TransportError> {
         /// Objects per sizes request.
         const SIZES_BATCH: usize = 20_000;
@@ -508,6 +509,13 @@ impl<'a> HttpSource<'a> {
         }
         objs.iter()
             .map(|obj| {
+                // A pack index already says how long an object is.
+                if let Some(wire) = self.packs.length(obj) {
+                    return Ok(ObjectSize {
+                        wire,
+                        content: None,
+                    });
+                }
                 let path = format!(
                     "/{}",
                     relative_object_path(&obj.id, obj.kind, RepoMode::Archive)

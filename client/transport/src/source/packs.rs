@@ -107,6 +107,11 @@ impl PackMap {
         (ranges, loose)
     }
 
+    /// The length of `obj` in a pack, if one holds it.
+    pub fn length(&self, obj: &ObjectRef) -> Option<u64> {
+        self.at.get(obj).map(|s| s.length)
+    }
+
     /// The bytes the packed objects of `objs` take.
     pub fn packed_bytes(&self, objs: &[ObjectRef]) -> u64 {
         objs.iter()
@@ -213,6 +218,8 @@ mod tests {
             map.packed_bytes(&want),
             100 + 100 + 100 + 100 + 50 + 50 + 100
         );
+        assert_eq!(map.length(&obj(11)), Some(50));
+        assert_eq!(map.length(&obj(99)), None);
         assert_eq!(piece_bytes(0, 8), MIN_PIECE);
         assert_eq!(piece_bytes(80 << 20, 8), (10 << 20) + 1);
         assert_eq!(piece_bytes(1 << 40, 8), MAX_PIECE);
