@@ -1,8 +1,11 @@
 //! Acceptance 1 of the client issue on the real corpus: corpus v1 committed
 //! into an archive repository and published signed; pulled from
 //! `treectl serve` (batched fetch) and from nginx serving the same
-//! directory (plain GETs) into fresh bare-user repositories. Each checkout
-//! equals corpus v1 and fsck is clean. Skips, saying why, without the
+//! directory (Range requests of the published packs) into fresh bare-user
+//! repositories. Each checkout equals corpus v1 and fsck is clean; the pull
+//! from nginx takes every object out of the packs in at most 100 requests
+//! (counted in nginx's access log), where one GET per object would be
+//! over 10,000. Skips, saying why, without the
 //! corpus or nginx (refused under CI).
 
 use std::path::Path;
@@ -62,5 +65,21 @@ fn corpus_v1_pulled_from_treectl_serve_and_nginx() {
     if require("nginx", "to serve the published corpus as a static mirror") {
         let nginx = Nginx::start(&work.join("nginx"), &srv);
         pull_and_check(work, "nginx", &nginx.url(), &key_pub, &v1);
+        let log = std::fs::read_to_string(nginx.dir.join("access.log")).expect("access log");
+        let requests: Vec<&str> = log.lines().collect();
+        let ranges = requests
+            .iter()
+            .filter(|l| l.contains(".pack HTTP/") && l.contains("\" 206 "))
+            .count();
+        assert!(ranges > 0, "no pack range was read");
+        assert!(
+            !requests.iter().any(|l| l.contains(" /objects/")),
+            "an object was fetched on its own"
+        );
+        assert!(
+            requests.len() <= 100,
+            "{} requests from nginx: {requests:#?}",
+            requests.len()
+        );
     }
 }
