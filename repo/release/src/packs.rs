@@ -39,6 +39,8 @@ pub const PACK_INDEX_VERSION: u32 = 1;
 pub const PACK_TARGET_BYTES: u64 = 64 << 20;
 /// Largest pack index a reader accepts (about 1.3 million objects).
 pub const MAX_PACK_INDEX_BYTES: u64 = 64 << 20;
+/// Names of packs being written in `tmp/`.
+const TMP_PREFIX: &str = "pack-";
 /// Bytes of the index header: magic, version, pack size, pack hash, count.
 const HEADER_LEN: usize = 8 + 4 + 8 + 32 + 4;
 /// Bytes of one index entry: id, kind tag, offset, length.
@@ -247,6 +249,7 @@ pub fn pack_release(
     if repo.mode() != RepoMode::Archive {
         return Ok(listed.to_vec());
     }
+    remove_stale_tmp(repo)?;
     let mut kept = Vec::with_capacity(listed.len() + 1);
     let mut held = HashSet::new();
     for pack in listed {
@@ -263,6 +266,26 @@ pub fn pack_release(
         .collect();
     kept.extend(write_packs(repo, &new, target_bytes)?);
     Ok(kept)
+}
+
+/// Removes `tmp/pack-*`, what a publish interrupted while writing packs
+/// left. Only publishes write packs, under the publish lock the caller
+/// holds, so none is being written.
+fn remove_stale_tmp(repo: &Repo) -> Result<(), Error> {
+    let dir = repo.path().join(TMP_DIR);
+    let entries = match fs::read_dir(&dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(Error::io("reading", &dir)(e)),
+    };
+    for entry in entries {
+        let entry = entry.map_err(Error::io("reading", &dir))?;
+        if entry.file_name().to_string_lossy().starts_with(TMP_PREFIX) {
+            let path = entry.path();
+            fs::remove_file(&path).map_err(Error::io("removing", &path))?;
+        }
+    }
+    Ok(())
 }
 
 /// A pack being written in `tmp/`.
@@ -317,7 +340,7 @@ pub fn write_packs(
 fn start(repo: &Repo, seq: usize) -> Result<Open, Error> {
     let dir = repo.path().join(TMP_DIR);
     fs::create_dir_all(&dir).map_err(Error::io("creating", &dir))?;
-    let path = dir.join(format!("pack-{}-{seq}", std::process::id()));
+    let path = dir.join(format!("{TMP_PREFIX}{}-{seq}", std::process::id()));
     let file = File::create(&path).map_err(Error::io("creating", &path))?;
     Ok(Open {
         path,

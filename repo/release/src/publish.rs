@@ -1427,10 +1427,13 @@ mod tests {
         let stable = RefName::new("os/stable").expect("valid");
         let v1 = commit_tree(&repo, &tmp.path().join("v1"), "v1", "1");
         let v2 = commit_tree(&repo, &tmp.path().join("v2"), "v2", "2");
-        // An interrupted publish's pack, which no index names.
+        // An interrupted publish's pack, which no index names, and one it
+        // was writing.
         fs::create_dir_all(repo.path().join(packs::PACKS_DIR)).expect("mkdir");
         let orphan = repo.path().join("packs/0000.pack");
         fs::write(&orphan, b"left over").expect("write");
+        let half = repo.path().join("tmp/pack-1-0");
+        fs::write(&half, b"half written").expect("write");
         let read = |pack: &packs::PackRef| {
             let idx = fs::read(repo.path().join(pack.index_path())).expect("idx");
             assert_eq!(ObjectId::of(&idx), pack.index_sha256);
@@ -1470,6 +1473,7 @@ mod tests {
             order.len()
         );
         assert!(!orphan.exists(), "an unlisted pack file is removed");
+        assert!(!half.exists(), "a half-written pack is removed");
         p.publish(&stable, &v2, "alice", &PublishOptions::default())
             .expect("v2");
         let index = current_index(&repo).expect("index");
