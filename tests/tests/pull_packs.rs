@@ -352,3 +352,60 @@ impl Published {
         b
     }
 }
+
+#[test]
+fn a_pull_killed_while_reading_packs_keeps_what_it_stored() {
+    if !require(
+        "nginx",
+        "to serve the published repository as a static mirror",
+    ) {
+        return;
+    }
+    let p = Published::new();
+    let nginx = Nginx::start(&p.dir().join("nginx"), &p.srv);
+    let pack = Published::packs(&p.srv).remove(0);
+    let total = objects(&p.srv).len();
+    let a = p.client("a", &nginx.url());
+    // Killed (SIGKILL) at the 300th object stored, after the walk's
+    // metadata and a few batches of 50 files.
+    let killed = treectl_in(&a, ["pull", "origin:os/stable", "--commit-every", "50"])
+        .env("TREECTL_FAILPOINT", "pull-object:300")
+        .run();
+    assert!(
+        !killed.status.success(),
+        "the failpoint did not kill the pull"
+    );
+    let before = requests(&nginx, 0).len();
+    let out = treectl_in(&a, ["pull", "origin:os/stable", "--json"]).ok();
+    let done: serde_json::Value =
+        serde_json::from_str(out.lines().last().expect("done line")).expect("json");
+    let fetched = done["objects_fetched"].as_u64().expect("objects_fetched") as usize;
+    assert!(
+        fetched < total - 100,
+        "the second pull fetched {fetched} of {total} objects"
+    );
+    check(&a, &p.tree(1));
+    // The rest came out of the pack, in fewer bytes than the whole pack.
+    let log = std::fs::read_to_string(nginx.dir.join("access.log")).expect("log");
+    let pack_bytes: u64 = log
+        .lines()
+        .skip(before)
+        .filter(|l| l.contains(&pack.pack_path()))
+        .map(|l| {
+            let after = l.split('"').nth(2).expect("status and bytes");
+            after
+                .split_whitespace()
+                .nth(1)
+                .expect("bytes")
+                .parse::<u64>()
+                .expect("number")
+        })
+        .sum();
+    assert!(pack_bytes > 0, "the second pull read no range");
+    assert!(
+        pack_bytes < pack.size,
+        "{pack_bytes} bytes of a {}-byte pack read again",
+        pack.size
+    );
+    assert_eq!(count(&requests(&nginx, before), "/objects/"), 0);
+}
