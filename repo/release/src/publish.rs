@@ -1506,7 +1506,7 @@ mod tests {
         );
         let repacked: Vec<_> = again[1..]
             .iter()
-            .flat_map(|p| read(p))
+            .flat_map(read)
             .map(|e| (e.id, e.kind))
             .collect();
         assert_eq!(repacked, want);
