@@ -200,7 +200,7 @@ done
 med() { echo "${R[$1]}" | tr ' ' '\n' | grep -v '^$' | sort -g | awk '{a[NR] = $1} END {if (NR) print a[int((NR + 1) / 2)]; else print "-"}'; }
 mn() { echo "${R[$1]}" | tr ' ' '\n' | grep -v '^$' | sort -g | head -1; }
 mx() { echo "${R[$1]}" | tr ' ' '\n' | grep -v '^$' | sort -g | tail -1; }
-ratio() { echo "scale=2; $1 / $2" | bc; }
+ratio() { printf "%.2f" "$(echo "scale=4; $1 / $2" | bc)"; }
 row() { printf '| %s | %.3f | %.3f | %.3f | %s |\n' "$1" "$(med "$2")" "$(mn "$2")" "$(mx "$2")" "$3"; }
 mib() { echo "scale=1; $1 / 1048576" | bc; }
 
