@@ -38,7 +38,7 @@ impl Nginx {
              default_type application/octet-stream;\n  keepalive_requests 100000;\n\
              server {{\n    listen 127.0.0.1:{port};\n    root {root};\n    disable_symlinks on;\n\
              location ~ ^/(tmp|state|lock|refs)(/|$) {{ return 404; }}\n\
-             location ~ \\.(filez|tree|dirmeta|commit)$ {{ add_header Cache-Control \"public, max-age=31536000, immutable\"; }}\n  }}\n}}\n",
+             location ~ \\.(filez|tree|dirmeta|commit|pack|idx)$ {{ add_header Cache-Control \"public, max-age=31536000, immutable\"; }}\n  }}\n}}\n",
             root = root.display()
         );
         let conf_path = dir.join("nginx.conf");

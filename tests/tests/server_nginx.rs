@@ -1,8 +1,8 @@
 //! Acceptance 2 of the server issue: the repository directory is the wire
 //! format. nginx (Debian's package) serving the same directory answers every
 //! GET the read side needs byte for byte like `treectl serve`: `config`,
-//! `summary.json`, every object and every commit signature file, plus a
-//! Range request. Skips, saying why, when nginx is not installed (refused
+//! `summary.json`, every object, every commit signature file and every
+//! pack and pack index, plus Range requests. Skips, saying why, when nginx is not installed (refused
 //! under CI).
 
 use std::path::Path;
@@ -53,6 +53,7 @@ fn nginx_serves_the_same_bytes_as_treectl_serve() {
     let mut paths = vec!["/config".to_owned(), "/summary.json".to_owned()];
     files_under(srv, &srv.join("objects"), &mut paths);
     files_under(srv, &srv.join("signatures"), &mut paths);
+    files_under(srv, &srv.join("packs"), &mut paths);
     let objects = paths.iter().filter(|p| p.starts_with("/objects/")).count();
     assert!(objects > 20, "only {objects} objects");
     assert_eq!(
@@ -62,6 +63,11 @@ fn nginx_serves_the_same_bytes_as_treectl_serve() {
             .count(),
         2,
         "one signature file per published commit"
+    );
+    assert_eq!(
+        paths.iter().filter(|p| p.starts_with("/packs/")).count(),
+        4,
+        "a pack and its index per published release"
     );
     // Twice each: the first answer is read from the file, the second may
     // come from the server's memory; both must be the file's bytes.
@@ -84,6 +90,7 @@ fn nginx_serves_the_same_bytes_as_treectl_serve() {
         .expect("a file object");
     let large = paths
         .iter()
+        .filter(|p| p.starts_with("/objects/"))
         .max_by_key(|p| std::fs::metadata(srv.join(&p[1..])).expect("stat").len())
         .expect("a file");
     assert!(
@@ -125,6 +132,17 @@ fn nginx_serves_the_same_bytes_as_treectl_serve() {
     );
     let c = http::request(&server.addr, "GET", obj, &[("If-None-Match", &etag)], b"");
     assert_eq!(c.status, 304);
+    // Packs never change either; a client reads them by ranges.
+    let pack = paths.iter().find(|p| p.ends_with(".pack")).expect("a pack");
+    let a = http::request(&server.addr, "GET", pack, &[("Range", "bytes=3-9")], b"");
+    let b = http::request(&nginx.addr, "GET", pack, &[("Range", "bytes=3-9")], b"");
+    assert_eq!((a.status, b.status), (206, 206));
+    assert_eq!(a.body, b.body);
+    assert_eq!(a.body.len(), 7);
+    assert_eq!(
+        a.header("cache-control"),
+        Some("public, max-age=31536000, immutable")
+    );
 }
 
 /// `len` bytes that zstd cannot shrink much (a xorshift stream), so the
