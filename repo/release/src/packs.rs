@@ -486,6 +486,18 @@ mod tests {
             "a4ae629ae1059718a7e99a6f18e4afdf02876019e5831d7975aafa7b30738efe"
         );
         assert_eq!(PackIndex::decode(&bytes).expect("decodes"), vector());
+        // The document shows the same bytes (grouped by field) and hash.
+        let doc = include_str!("../../../docs/repository-format.md");
+        let section = doc
+            .split("### Packs for static mirrors")
+            .nth(1)
+            .expect("the packs section");
+        let block = section
+            .split("```")
+            .nth(3)
+            .expect("the vector's code block");
+        assert_eq!(block.split_whitespace().collect::<String>(), VECTOR_HEX);
+        assert!(section.contains(&ObjectId::of(&bytes).to_hex()));
     }
 
     #[test]
