@@ -199,9 +199,10 @@ impl<'a> HttpSource<'a> {
 
     /// Fetches the objects of one pack range, verified by `sink` one by
     /// one. A transient failure resumes at the first object not yet
-    /// handed over; objects a bad answer spoils (a wrong status or
-    /// `Content-Range`, an object that fails verification) are fetched by
-    /// plain GETs instead, and the pack is not asked again.
+    /// handed over. Plain GETs fetch instead: the rest of the range after
+    /// a wrong status or `Content-Range` (and that pack is not asked again
+    /// this pull) or a transient failure past the retries, and each object
+    /// that fails verification (the rest of the range is still read).
     fn fetch_range(&self, r: &PackRange, sink: &Sink, stop: &Stop) -> Result<(), TransportError> {
         let mut done = 0;
         let mut spoiled = Vec::new();
