@@ -6,7 +6,9 @@
 //! 1. checks that every object the commit needs is present (its closure);
 //! 2. signs the commit for the ref (`signatures/<id>.json`);
 //! 3. writes the intent to `state/publish-pending.json`;
-//! 4. writes the new `summary.json` atomically (**the commit point**);
+//! 4. makes static deltas to the commit from the ref's last releases
+//!    ([`make_deltas`]) and writes the new `summary.json`, which lists
+//!    them, atomically (**the commit point**);
 //! 5. rewrites `state/history.jsonl` atomically with the new entry;
 //! 6. moves `refs/heads/REF`;
 //! 7. removes the intent.
@@ -25,8 +27,9 @@ use serde::{Deserialize, Serialize};
 use crate::keyset::{self, KeySet, KeySetError};
 use crate::sign::{self, PublicKey, SecretKey, SignError};
 use crate::summary::{
-    self, Barrier, IndexError, RefEntry, RefIndex, Rejection, Rollout, SignedIndex,
+    self, Barrier, DeltaEntry, IndexError, RefEntry, RefIndex, Rejection, Rollout, SignedIndex,
 };
+use treectl_store::delta::{self, DeltaOptions};
 use treectl_store::error::Error;
 use treectl_store::hash::ObjectId;
 use treectl_store::object::{Commit, ObjectKind};
@@ -45,6 +48,59 @@ pub const PUBLISH_LOCK_FILE: &str = "state/publish.lock";
 /// Metadata keys a revert commit sets about itself; every other key is
 /// copied from the commit it reverts to.
 pub const REVERT_KEYS: &[&str] = &["reverts-to", "supersedes", "revert-reason", "revert-by"];
+
+/// How many of a ref's last releases a publish makes static deltas from,
+/// unless the repository's config says otherwise (`[deltas]`
+/// `from-releases = N`; 0 makes none).
+pub const DEFAULT_DELTA_RELEASES: usize = 3;
+
+/// The number of releases to make deltas from, from the config.
+pub fn delta_releases(repo: &Repo) -> usize {
+    repo.config()
+        .rest
+        .get("deltas")
+        .and_then(|d| d.get("from-releases"))
+        .and_then(|n| n.as_integer())
+        .map_or(DEFAULT_DELTA_RELEASES, |n| n.max(0) as usize)
+}
+
+/// Makes (or finds, deltas being immutable) the static deltas to
+/// `commit` from the last `n` other commits `ref_name` published, in
+/// parallel. A release whose objects are gone (pruned) gets none.
+pub fn make_deltas(
+    repo: &Repo,
+    history: &[HistoryEntry],
+    ref_name: &RefName,
+    commit: &ObjectId,
+    n: usize,
+) -> Result<Vec<DeltaEntry>, Error> {
+    use rayon::prelude::*;
+    let mut from: Vec<ObjectId> = Vec::new();
+    for h in history.iter().rev() {
+        if from.len() == n {
+            break;
+        }
+        if h.ref_name == ref_name.as_str() && h.commit != *commit && !from.contains(&h.commit) {
+            from.push(h.commit);
+        }
+    }
+    let made: Vec<Result<Option<DeltaEntry>, Error>> = from
+        .par_iter()
+        .map(
+            |f| match delta::generate(repo, Some(f), commit, &DeltaOptions::default()) {
+                Ok(info) => Ok(Some(DeltaEntry {
+                    from: *f,
+                    to: *commit,
+                    size: info.size,
+                    sha256: info.sha256,
+                })),
+                Err(Error::NotFound { .. }) => Ok(None),
+                Err(e) => Err(e),
+            },
+        )
+        .collect();
+    made.into_iter().filter_map(Result::transpose).collect()
+}
 
 /// What can go wrong publishing.
 #[derive(Debug, thiserror::Error)]
@@ -880,6 +936,7 @@ impl Publisher<'_> {
                 serial,
             });
         }
+        let deltas = make_deltas(repo, &history, ref_name, commit_id, delta_releases(repo))?;
         index.serial = serial;
         index.generated = time;
         index.expires = time + self.validity_secs;
@@ -899,6 +956,13 @@ impl Publisher<'_> {
                 barriers,
             },
         );
+        // Deltas to a head: those to a commit no ref names any more go.
+        let heads: std::collections::HashSet<ObjectId> =
+            index.refs.values().map(|r| r.commit).collect();
+        index.deltas.retain(|d| {
+            heads.contains(&d.to) && !deltas.iter().any(|n| n.from == d.from && n.to == d.to)
+        });
+        index.deltas.extend(deltas);
         self.write_signed(&mut index, &signers)?;
         failpoint::hit("publish-after-index");
         history.push(entry.clone());

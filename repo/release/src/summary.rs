@@ -26,7 +26,7 @@ pub const INDEX_FILE: &str = "summary.json";
 /// one. Writers use the lowest format that carries what the index holds
 /// ([`RefIndex::required_format`]), so older readers keep reading indexes
 /// that use nothing new.
-pub const INDEX_FORMAT: u32 = 3;
+pub const INDEX_FORMAT: u32 = 4;
 /// The first format: refs, serials, versions and (ignorable) rejections.
 pub const INDEX_FORMAT_V1: u32 = 1;
 /// Format 2 adds what a reader must not ignore: phased rollouts and
@@ -38,6 +38,10 @@ pub const INDEX_FORMAT_ROLLOUTS: u32 = 2;
 /// the keys it was configured with and miss a rotation, so it must refuse
 /// the index instead.
 pub const INDEX_FORMAT_KEYS: u32 = 3;
+/// Format 4 lists static deltas (`deltas`): a format-3 reader would pull
+/// by objects anyway, but the format says the index names files it does
+/// not know.
+pub const INDEX_FORMAT_DELTAS: u32 = 4;
 /// The payload's `type`, which also keeps index and commit signatures apart.
 pub const INDEX_TYPE: &str = "treectl-ref-index";
 /// Prefix of the message signed for an index: this, then the payload bytes.
@@ -145,6 +149,22 @@ pub struct RefIndex {
     /// Index format 3.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub keys: Option<KeySet>,
+    /// Static deltas to the refs' heads (`deltas/FROM-TO.delta`). Index
+    /// format 4.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub deltas: Vec<DeltaEntry>,
+}
+
+/// A static delta the index vouches for: clients check its size and
+/// SHA-256 before they read it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeltaEntry {
+    pub from: ObjectId,
+    pub to: ObjectId,
+    /// The delta file's size in bytes.
+    pub size: u64,
+    /// The SHA-256 of the delta file, hex.
+    pub sha256: String,
 }
 
 impl RefIndex {
@@ -158,12 +178,15 @@ impl RefIndex {
             expires: 0,
             refs: BTreeMap::new(),
             keys: None,
+            deltas: Vec::new(),
         }
     }
 
     /// The lowest format that carries everything this index holds.
     pub fn required_format(&self) -> u32 {
-        if self.keys.is_some() {
+        if !self.deltas.is_empty() {
+            INDEX_FORMAT_DELTAS
+        } else if self.keys.is_some() {
             INDEX_FORMAT_KEYS
         } else if self
             .refs
@@ -382,6 +405,19 @@ mod tests {
         assert!(err
             .to_string()
             .starts_with("the ref index has format 3, newer than"));
+        // Deltas need format 4.
+        let mut with_delta = sample();
+        with_delta.deltas.push(DeltaEntry {
+            from: ObjectId::of(b"a"),
+            to: ObjectId::of(b"c"),
+            size: 10,
+            sha256: "00".repeat(32),
+        });
+        assert_eq!(with_delta.required_format(), INDEX_FORMAT_DELTAS);
+        let back = SignedIndex::sign(&with_delta, None)
+            .index_unverified()
+            .expect("format 4 reads");
+        assert_eq!(back.deltas, with_delta.deltas);
         assert!(sample().check_fresh(200).is_ok());
         assert!(matches!(
             sample().check_fresh(201),

@@ -94,6 +94,7 @@ pub fn pull_options(args: &TransferArgs) -> Result<PullOptions> {
         no_batch: args.no_batch,
         token: read_token(args.token_file.as_deref())?,
         barrier: None,
+        no_delta: args.no_delta,
     })
 }
 
@@ -104,6 +105,14 @@ pub fn pull(repo: &Repo, args: PullArgs) -> Result<ExitCode> {
     let outcome = pull_ref(repo, &name, &ref_name, &opts, &progress);
     progress.finish();
     let outcome = outcome?;
+    if let Some(d) = &outcome.delta {
+        if let Some(e) = &d.error {
+            eprintln!(
+                "warning: static delta from {} not used: {e}; pulled by objects",
+                d.from.short()
+            );
+        }
+    }
     if args.json {
         let mut v = serde_json::to_value(&outcome).context("encoding the result")?;
         v["event"] = "done".into();
