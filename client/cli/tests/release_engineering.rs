@@ -56,6 +56,13 @@ fn serve(env: &[(&str, &str)]) -> Setup {
         "archive",
     ])
     .ok();
+    // These journeys check which index format rejections and rollouts
+    // need; static deltas (format 4) would hide that, and have their own
+    // tests (pull_delta.rs).
+    let config = served.join("config");
+    let mut text = std::fs::read_to_string(&config).unwrap();
+    text.push_str("\n[deltas]\nfrom-releases = 0\n");
+    std::fs::write(&config, text).unwrap();
     let key = dir.join("release.key");
     cmd(&["keygen", "--out", key.to_str().unwrap()]).ok();
     let tokens = write_tokens(dir, "anonymous");

@@ -1291,6 +1291,53 @@ mod tests {
         assert_eq!(read_history(&repo).expect("history").len(), 3);
     }
 
+    #[test]
+    fn publishes_list_deltas_from_the_last_releases_to_the_head() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let repo = Repo::init(&tmp.path().join("repo"), RepoMode::Archive).expect("init");
+        let p = Publisher {
+            repo: &repo,
+            keys: &[],
+            validity_secs: 100,
+        };
+        let stable = RefName::new("os/stable").expect("valid");
+        let v: Vec<ObjectId> = (1..=3)
+            .map(|i| {
+                let c = commit_tree(
+                    &repo,
+                    &tmp.path().join(format!("v{i}")),
+                    &format!("v{i}"),
+                    &i.to_string(),
+                );
+                p.publish(&stable, &c, "ci", &PublishOptions::default())
+                    .expect("publish");
+                c
+            })
+            .collect();
+        let index = current_index(&repo).expect("index");
+        assert_eq!(index.format, summary::INDEX_FORMAT_DELTAS);
+        let mut pairs: Vec<(ObjectId, ObjectId)> =
+            index.deltas.iter().map(|d| (d.from, d.to)).collect();
+        pairs.sort();
+        let mut want = vec![(v[0], v[2]), (v[1], v[2])];
+        want.sort();
+        // v1 -> v2 left the index with v2 (no ref names it), not the disk.
+        assert_eq!(pairs, want);
+        assert!(repo
+            .path()
+            .join(delta::relative_path(Some(&v[0]), &v[1]))
+            .exists());
+        for d in &index.deltas {
+            let path = repo.path().join(delta::relative_path(Some(&d.from), &d.to));
+            let info = delta::describe(&repo, &path).expect("describe");
+            assert_eq!(
+                (info.size, info.sha256.as_str()),
+                (d.size, d.sha256.as_str())
+            );
+        }
+        assert_eq!(delta_releases(&repo), DEFAULT_DELTA_RELEASES);
+    }
+
     const FORCE: PublishOptions = PublishOptions {
         force: true,
         rollout: None,
@@ -1300,7 +1347,14 @@ mod tests {
     #[test]
     fn a_revert_rejects_the_head_and_a_hold_pauses_publishing() {
         let tmp = tempfile::tempdir().expect("tempdir");
-        let repo = Repo::init(&tmp.path().join("repo"), RepoMode::Archive).expect("init");
+        let path = tmp.path().join("repo");
+        Repo::init(&path, RepoMode::Archive).expect("init");
+        // This test checks the format rejections need; deltas (format 4)
+        // are tested on their own below.
+        let mut config = fs::read_to_string(path.join("config")).expect("config");
+        config.push_str("\n[deltas]\nfrom-releases = 0\n");
+        fs::write(path.join("config"), config).expect("config");
+        let repo = Repo::open(&path).expect("open");
         let p = Publisher {
             repo: &repo,
             keys: &[],

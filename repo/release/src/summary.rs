@@ -414,6 +414,7 @@ mod tests {
             sha256: "00".repeat(32),
         });
         assert_eq!(with_delta.required_format(), INDEX_FORMAT_DELTAS);
+        with_delta.format = with_delta.required_format();
         let back = SignedIndex::sign(&with_delta, None)
             .index_unverified()
             .expect("format 4 reads");
