@@ -65,7 +65,7 @@ pub struct DeltaOptions {
 impl Default for DeltaOptions {
     fn default() -> Self {
         DeltaOptions {
-            level: 19,
+            level: 12,
             patch_level: 12,
         }
     }
@@ -120,7 +120,27 @@ enum Item {
 /// A planned part.
 enum Plan {
     Objects(Vec<Item>),
-    Patch { id: ObjectId, base: ObjectId },
+    Patch {
+        id: ObjectId,
+        base: ObjectId,
+        size: u64,
+    },
+}
+
+impl Plan {
+    /// Bytes to compress: what the part costs to make.
+    fn cost(&self) -> u64 {
+        match self {
+            Plan::Objects(items) => items
+                .iter()
+                .map(|i| match i {
+                    Item::File { size, .. } => *size,
+                    Item::Meta(..) => 256,
+                })
+                .sum(),
+            Plan::Patch { size, .. } => *size,
+        }
+    }
 }
 
 /// Regular files of a commit by path, and every tree, dirmeta and file id.
@@ -229,8 +249,8 @@ fn plan(items: Vec<Item>) -> Vec<Plan> {
             Item::File {
                 id,
                 base: Some(base),
-                ..
-            } => plans.push(Plan::Patch { id, base }),
+                size,
+            } => plans.push(Plan::Patch { id, base, size }),
             other => {
                 bytes += match other {
                     Item::File { size, .. } => size,
@@ -247,6 +267,10 @@ fn plan(items: Vec<Item>) -> Vec<Plan> {
     if !current.is_empty() {
         plans.push(Plan::Objects(current));
     }
+    // The costliest parts first: a window waits for its slowest part, so
+    // the large patches run beside each other and the small parts fill
+    // the cores after them.
+    plans.sort_by_key(|p| std::cmp::Reverse(p.cost()));
     plans
 }
 
@@ -300,19 +324,26 @@ fn encode_part(repo: &Repo, plan: &Plan, opts: &DeltaOptions) -> Result<(Vec<u8>
             out.extend_from_slice(&body);
             Ok((out, items.len() as u64, false))
         }
-        Plan::Patch { id, base } => {
+        Plan::Patch { id, base, .. } => {
             let (header, content) = repo.read_file(id)?;
             let (_, base_content) = repo.read_file(base)?;
-            let plain = compress(&content, None, opts.level.min(9)).map_err(io_err)?;
+            // What the object costs without a patch: its archive form (as a
+            // pull by objects would fetch it).
+            let plain = match repo.mode() {
+                crate::RepoMode::Archive => fs::metadata(repo.object_path(id, ObjectKind::File))
+                    .map_err(Error::io("reading", repo.object_path(id, ObjectKind::File)))?
+                    .len() as usize,
+                crate::RepoMode::BareUser => crate::store::encode_file_wire_form(&header, &content)
+                    .map_err(io_err)?
+                    .len(),
+            };
             let patch = (window_log(base_content.len(), content.len()) <= MAX_PATCH_WINDOW_LOG)
                 .then(|| compress(&content, Some(&base_content), opts.patch_level))
                 .transpose()
                 .map_err(io_err)?;
             // A patch only where it pays; otherwise the file travels whole
             // in a part of its own.
-            let Some(patch) = patch.filter(|p| p.len() < plain.len()) else {
-                let mut data = header.encode();
-                data.extend_from_slice(&content);
+            let Some(patch) = patch.filter(|p| p.len() < plain) else {
                 return encode_part(
                     repo,
                     &Plan::Objects(vec![Item::File {
