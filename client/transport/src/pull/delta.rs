@@ -13,6 +13,8 @@
 use std::fs::File;
 use std::io::Read;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
 
 use sha2::{Digest, Sha256};
 use treectl_release::summary::DeltaEntry;
@@ -108,26 +110,22 @@ fn run(
     let limits = ReadLimits {
         max_object_bytes: opts.max_object_bytes,
     };
-    let mut txn = Some(Transaction::begin(repo)?);
-    let mut in_txn = 0usize;
-    let mut sink = |obj: DeltaObject| -> treectl_store::Result<()> {
+    // The reader rebuilds and checks objects in order; writers store them
+    // meanwhile (a bounded queue between them keeps memory bounded).
+    let txn = Transaction::begin(repo)?;
+    let (tx, rx) = std::sync::mpsc::sync_channel::<DeltaObject>(64);
+    let rx = Mutex::new(rx);
+    let failed: Mutex<Option<treectl_store::Error>> = Mutex::new(None);
+    let stored = AtomicU64::new(0);
+    let store = |obj: DeltaObject| -> treectl_store::Result<()> {
         match obj {
             DeltaObject::File {
                 id,
                 header,
                 content,
             } => {
-                let t = txn.as_ref().expect("open transaction");
-                let stored = t.write_file(&header, &content)?;
-                debug_assert_eq!(stored, id);
-                in_txn += 1;
-                if in_txn >= opts.commit_every.max(1) {
-                    // Unflushed, like the object fetch's batches: the
-                    // metadata's transaction flushes them.
-                    txn.take().expect("open").commit_unflushed()?;
-                    txn = Some(Transaction::begin(repo)?);
-                    in_txn = 0;
-                }
+                let written = txn.write_file(&header, &content)?;
+                debug_assert_eq!(written, id);
             }
             DeltaObject::Meta { id, kind, data } => {
                 staging.save(&ObjectRef { id, kind }, &data).map_err(|e| {
@@ -137,22 +135,47 @@ fn run(
                 })?;
             }
         }
-        *objects += 1;
+        stored.fetch_add(1, Ordering::Relaxed);
         Ok(())
     };
-    let read = delta::read(
-        repo,
-        file,
-        Some((Some(&entry.from), &entry.to)),
-        &limits,
-        &mut sink,
-    );
-    // What was rebuilt before a failure is correct: keep it.
-    let committed = txn.take().map(|t| t.commit_unflushed());
+    let read = std::thread::scope(|s| {
+        for _ in 0..opts.jobs.clamp(1, 4) {
+            s.spawn(|| loop {
+                let next = rx.lock().expect("queue poisoned").recv();
+                let Ok(obj) = next else { break };
+                if let Err(e) = store(obj) {
+                    failed.lock().expect("poisoned").get_or_insert(e);
+                }
+            });
+        }
+        let mut sink = |obj: DeltaObject| -> treectl_store::Result<()> {
+            if let Some(e) = failed.lock().expect("poisoned").take() {
+                return Err(e);
+            }
+            tx.send(obj).map_err(|_| treectl_store::Error::Delta {
+                reason: "the writers stopped".into(),
+            })
+        };
+        let read = delta::read(
+            repo,
+            file,
+            Some((Some(&entry.from), &entry.to)),
+            &limits,
+            &mut sink,
+        );
+        drop(tx);
+        read
+    });
+    *objects = stored.into_inner();
+    // What was rebuilt before a failure is correct: keep it. Unflushed,
+    // like the object fetch's batches: the metadata's transaction flushes
+    // it.
+    let committed = txn.commit_unflushed();
     let info = read.map_err(|e| TransportError::from(e).context(&path))?;
-    if let Some(c) = committed {
-        c?;
+    if let Some(e) = failed.into_inner().expect("poisoned") {
+        return Err(TransportError::from(e).context(&path));
     }
+    committed?;
     debug_assert_eq!((info.from, info.to), (Some(entry.from), entry.to));
     let _ = std::fs::remove_file(part);
     Ok(())
