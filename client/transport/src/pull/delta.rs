@@ -4,7 +4,7 @@
 //! interrupted download with a Range request, checked against the size and
 //! SHA-256 the index gives, then read: every object it holds is rebuilt
 //! and hashed against its id before it is kept (file objects into the
-//! store in batches, the commit, trees and dirmetas into the staging).
+//! store in one transaction, the commit, trees and dirmetas into the staging).
 //! The walk that follows finds them there and fetches by objects only
 //! what is still missing, which is everything when the delta failed: a
 //! bad delta costs its download, never a wrong object, and what it
