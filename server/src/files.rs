@@ -1,7 +1,8 @@
 //! The read side: plain GET and HEAD of the repository's own files, so any
 //! static web server is a full mirror. Only names the repository format
 //! defines are served (`config`, `summary.json`, `keys.json`, `objects/XX/….EXT`,
-//! `signatures/<id>.json`, `packs/<sha256>.pack` and `.idx`); anything else, including `tmp/`, `state/`,
+//! `signatures/<id>.json`, `packs/<sha256>.pack` and `.idx`,
+//! `deltas/<from>-<to>.delta`); anything else, including `tmp/`, `state/`,
 //! `lock`, `..` and paths through symlinks, is 404.
 
 use std::io::{Read, Seek, SeekFrom};
@@ -45,6 +46,18 @@ fn classify(path: &str, mode: RepoMode) -> Option<(String, FileClass, Option<Obj
         ["objects", dir, file] => {
             let (id, _kind) = parse_object_name(dir, file, mode)?;
             Some((rel.to_owned(), FileClass::Object, Some(id)))
+        }
+        // Static deltas are immutable, like objects.
+        ["deltas", file] => {
+            let name = file.strip_suffix(".delta")?;
+            let ids: Vec<&str> = name.split('-').collect();
+            let valid = matches!(ids.len(), 1 | 2)
+                && ids.iter().all(|h| {
+                    h.bytes()
+                        .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+                        && ObjectId::from_hex(h).is_some()
+                });
+            valid.then(|| (rel.to_owned(), FileClass::Object, None))
         }
         ["signatures", file] => {
             let hex = file.strip_suffix(".json")?;
@@ -409,6 +422,8 @@ mod tests {
                 "{pack}"
             );
         }
+        assert!(classify(&format!("/deltas/{id}-{id}.delta"), RepoMode::Archive).is_some());
+        assert!(classify(&format!("/deltas/{id}.delta"), RepoMode::BareUser).is_some());
         for bad in [
             "/",
             "/lock",
@@ -418,6 +433,9 @@ mod tests {
             "/objects/../config",
             "/objects/ab/../../config",
             "/signatures/../config.json",
+            "/deltas/x.delta",
+            "/deltas/.tmp.delta",
+            "/deltas/../config.delta",
             "/objects/AB/cc.filez",
             "//config",
             "/packs/../config",

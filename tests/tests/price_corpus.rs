@@ -57,6 +57,11 @@ fn corpus_v1_to_v2_is_priced_before_download() {
     let srv = work.join("srv");
     let key = work.join("signing.key");
     treectl_in(&srv, ["init", "--mode", "archive"]).ok();
+    // No static deltas: the price `upgrade --check` gives is the price by
+    // objects, and this test holds the upgrade to exactly that.
+    let config = srv.join("config");
+    let text = std::fs::read_to_string(&config).expect("config");
+    std::fs::write(&config, text + "\n[deltas]\nfrom-releases = 0\n").expect("config");
     treectl(["keygen", "--out"]).arg(&key).ok();
     publish(&srv, &key, &corpus.join("corpus-v1"), "1");
     let server = Server::start(&srv, &[], &[]);

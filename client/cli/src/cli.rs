@@ -167,6 +167,9 @@ pub enum Command {
     /// Signing keys in band: list a target's key sets, or rotate to a new one
     #[command(subcommand)]
     Key(KeyCommand),
+    /// Static deltas: one file with every object a commit adds to another
+    #[command(subcommand)]
+    Delta(DeltaCommand),
     /// Serve the repository over HTTP (runs `treectl-server`; `treectl serve --help` shows its options)
     #[command(disable_help_flag = true)]
     Serve {
@@ -277,6 +280,30 @@ pub enum Command {
     Sysroot(crate::cli_sysroot::SysrootCommand),
 }
 
+/// `treectl delta ...`.
+#[derive(Subcommand, Debug)]
+pub enum DeltaCommand {
+    /// Write the delta FROM -> TO into the repository's deltas/ (or report the one there)
+    Generate {
+        /// The commit clients have (a revision); omit with --from-scratch
+        #[arg(required_unless_present = "from_scratch")]
+        from: Option<String>,
+        /// The commit clients get (a revision)
+        #[arg(required_unless_present = "from")]
+        to: Option<String>,
+        /// Every object of TO (the only revision given), for clients that have nothing
+        #[arg(long, conflicts_with = "to")]
+        from_scratch: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// List the deltas in the repository's deltas/
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+}
+
 /// `treectl key ...`.
 #[derive(Subcommand, Debug)]
 pub enum KeyCommand {
@@ -375,6 +402,9 @@ pub struct TransferArgs {
     /// From a static mirror, ignore its packs: one GET per object
     #[arg(long)]
     pub no_packs: bool,
+    /// Fetch by objects even when the signed index lists a static delta
+    #[arg(long)]
+    pub no_delta: bool,
     /// Read a bearer token from FILE (default: $TREECTL_TOKEN), for servers that require one for reads
     #[arg(long, value_name = "FILE")]
     pub token_file: Option<PathBuf>,

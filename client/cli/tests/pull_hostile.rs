@@ -17,8 +17,10 @@ use treectl_e2e::{treectl, treectl_in};
 use treectl_release::sign::SecretKey;
 use treectl_release::summary::{SignedIndex, DEFAULT_VALIDITY_SECS};
 
-/// Fast limits so the slow cases end quickly.
+/// Fast limits so the slow cases end quickly. By objects: these cases
+/// are about the object fetch (hostile static deltas: pull_delta.rs).
 const FAST: &[&str] = &[
+    "--no-delta",
     "--retries",
     "1",
     "--retry-delay",

@@ -56,6 +56,14 @@ fn serve(env: &[(&str, &str)]) -> Setup {
         "archive",
     ])
     .ok();
+    // No static deltas: these journeys count the objects and bytes an
+    // upgrade downloads against `upgrade --check`'s price, which is the
+    // price by objects (a delta's download is priced by nothing yet);
+    // pulls through deltas have their own tests (pull_delta.rs).
+    let config = served.join("config");
+    let mut text = std::fs::read_to_string(&config).unwrap();
+    text.push_str("\n[deltas]\nfrom-releases = 0\n");
+    std::fs::write(&config, text).unwrap();
     let key = dir.join("release.key");
     cmd(&["keygen", "--out", key.to_str().unwrap()]).ok();
     let tokens = write_tokens(dir, "anonymous");

@@ -8,7 +8,9 @@
 //! 3. writes the intent to `state/publish-pending.json`, and the packs
 //!    of the commit's objects no listed pack holds (`packs/`, for static
 //!    mirrors);
-//! 4. writes the new `summary.json` atomically (**the commit point**);
+//! 4. makes static deltas to the commit from the ref's last releases
+//!    ([`make_deltas`]) and writes the new `summary.json`, which lists
+//!    them and the packs, atomically (**the commit point**);
 //! 5. rewrites `state/history.jsonl` atomically with the new entry;
 //! 6. moves `refs/heads/REF`;
 //! 7. removes the intent.
@@ -28,8 +30,9 @@ use crate::keyset::{self, KeySet, KeySetError};
 use crate::packs::{self, PackError};
 use crate::sign::{self, PublicKey, SecretKey, SignError};
 use crate::summary::{
-    self, Barrier, IndexError, RefEntry, RefIndex, Rejection, Rollout, SignedIndex,
+    self, Barrier, DeltaEntry, IndexError, RefEntry, RefIndex, Rejection, Rollout, SignedIndex,
 };
+use treectl_store::delta::{self, DeltaOptions};
 use treectl_store::error::Error;
 use treectl_store::hash::ObjectId;
 use treectl_store::object::{Commit, ObjectKind};
@@ -48,6 +51,59 @@ pub const PUBLISH_LOCK_FILE: &str = "state/publish.lock";
 /// Metadata keys a revert commit sets about itself; every other key is
 /// copied from the commit it reverts to.
 pub const REVERT_KEYS: &[&str] = &["reverts-to", "supersedes", "revert-reason", "revert-by"];
+
+/// How many of a ref's last releases a publish makes static deltas from,
+/// unless the repository's config says otherwise (`[deltas]`
+/// `from-releases = N`; 0 makes none).
+pub const DEFAULT_DELTA_RELEASES: usize = 3;
+
+/// The number of releases to make deltas from, from the config.
+pub fn delta_releases(repo: &Repo) -> usize {
+    repo.config()
+        .rest
+        .get("deltas")
+        .and_then(|d| d.get("from-releases"))
+        .and_then(|n| n.as_integer())
+        .map_or(DEFAULT_DELTA_RELEASES, |n| n.max(0) as usize)
+}
+
+/// Makes (or finds, deltas being immutable) the static deltas to
+/// `commit` from the last `n` other commits `ref_name` published, in
+/// parallel. A release whose objects are gone (pruned) gets none.
+pub fn make_deltas(
+    repo: &Repo,
+    history: &[HistoryEntry],
+    ref_name: &RefName,
+    commit: &ObjectId,
+    n: usize,
+) -> Result<Vec<DeltaEntry>, Error> {
+    use rayon::prelude::*;
+    let mut from: Vec<ObjectId> = Vec::new();
+    for h in history.iter().rev() {
+        if from.len() == n {
+            break;
+        }
+        if h.ref_name == ref_name.as_str() && h.commit != *commit && !from.contains(&h.commit) {
+            from.push(h.commit);
+        }
+    }
+    let made: Vec<Result<Option<DeltaEntry>, Error>> = from
+        .par_iter()
+        .map(
+            |f| match delta::generate(repo, Some(f), commit, &DeltaOptions::default()) {
+                Ok(info) => Ok(Some(DeltaEntry {
+                    from: *f,
+                    to: *commit,
+                    size: info.size,
+                    sha256: info.sha256,
+                })),
+                Err(Error::NotFound { .. }) => Ok(None),
+                Err(e) => Err(e),
+            },
+        )
+        .collect();
+    made.into_iter().filter_map(Result::transpose).collect()
+}
 
 /// What can go wrong publishing.
 #[derive(Debug, thiserror::Error)]
@@ -895,6 +951,7 @@ impl Publisher<'_> {
                 commit: *commit_id,
                 err,
             })?;
+        let deltas = make_deltas(repo, &history, ref_name, commit_id, delta_releases(repo))?;
         index.serial = serial;
         index.generated = time;
         index.expires = time + self.validity_secs;
@@ -914,6 +971,13 @@ impl Publisher<'_> {
                 barriers,
             },
         );
+        // Deltas to a head: those to a commit no ref names any more go.
+        let heads: std::collections::HashSet<ObjectId> =
+            index.refs.values().map(|r| r.commit).collect();
+        index.deltas.retain(|d| {
+            heads.contains(&d.to) && !deltas.iter().any(|n| n.from == d.from && n.to == d.to)
+        });
+        index.deltas.extend(deltas);
         self.write_signed(&mut index, &signers)?;
         failpoint::hit("publish-after-index");
         // Leftovers of an interrupted publish; nothing listed goes.
@@ -1244,6 +1308,57 @@ mod tests {
         assert_eq!(read_history(&repo).expect("history").len(), 3);
     }
 
+    #[test]
+    fn publishes_list_deltas_from_the_last_releases_to_the_head() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let repo = Repo::init(&tmp.path().join("repo"), RepoMode::Archive).expect("init");
+        let p = Publisher {
+            repo: &repo,
+            keys: &[],
+            validity_secs: 100,
+        };
+        let stable = RefName::new("os/stable").expect("valid");
+        let v: Vec<ObjectId> = (1..=3)
+            .map(|i| {
+                let c = commit_tree(
+                    &repo,
+                    &tmp.path().join(format!("v{i}")),
+                    &format!("v{i}"),
+                    &i.to_string(),
+                );
+                p.publish(&stable, &c, "ci", &PublishOptions::default())
+                    .expect("publish");
+                c
+            })
+            .collect();
+        let index = current_index(&repo).expect("index");
+        assert_eq!(
+            index.format,
+            summary::INDEX_FORMAT_V1,
+            "deltas need no newer format"
+        );
+        let mut pairs: Vec<(ObjectId, ObjectId)> =
+            index.deltas.iter().map(|d| (d.from, d.to)).collect();
+        pairs.sort();
+        let mut want = vec![(v[0], v[2]), (v[1], v[2])];
+        want.sort();
+        // v1 -> v2 left the index with v2 (no ref names it), not the disk.
+        assert_eq!(pairs, want);
+        assert!(repo
+            .path()
+            .join(delta::relative_path(Some(&v[0]), &v[1]))
+            .exists());
+        for d in &index.deltas {
+            let path = repo.path().join(delta::relative_path(Some(&d.from), &d.to));
+            let info = delta::describe(&repo, &path).expect("describe");
+            assert_eq!(
+                (info.size, info.sha256.as_str()),
+                (d.size, d.sha256.as_str())
+            );
+        }
+        assert_eq!(delta_releases(&repo), DEFAULT_DELTA_RELEASES);
+    }
+
     const FORCE: PublishOptions = PublishOptions {
         force: true,
         rollout: None,
@@ -1253,7 +1368,8 @@ mod tests {
     #[test]
     fn a_revert_rejects_the_head_and_a_hold_pauses_publishing() {
         let tmp = tempfile::tempdir().expect("tempdir");
-        let repo = Repo::init(&tmp.path().join("repo"), RepoMode::Archive).expect("init");
+        let path = tmp.path().join("repo");
+        let repo = Repo::init(&path, RepoMode::Archive).expect("init");
         let p = Publisher {
             repo: &repo,
             keys: &[],

@@ -151,6 +151,23 @@ pub struct RefIndex {
     /// objects one by one, so they change no format.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub packs: Vec<PackRef>,
+    /// Static deltas to the refs' heads (`deltas/FROM-TO.delta`).
+    /// Ignorable, like `packs`: a reader that skips them fetches the same
+    /// objects by themselves, so they change no format.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub deltas: Vec<DeltaEntry>,
+}
+
+/// A static delta the index vouches for: clients check its size and
+/// SHA-256 before they read it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeltaEntry {
+    pub from: ObjectId,
+    pub to: ObjectId,
+    /// The delta file's size in bytes.
+    pub size: u64,
+    /// The SHA-256 of the delta file, hex.
+    pub sha256: String,
 }
 
 impl RefIndex {
@@ -165,6 +182,7 @@ impl RefIndex {
             refs: BTreeMap::new(),
             keys: None,
             packs: Vec::new(),
+            deltas: Vec::new(),
         }
     }
 
@@ -482,6 +500,21 @@ mod tests {
         assert!(err
             .to_string()
             .starts_with("the ref index has format 3, newer than"));
+        // Deltas, like packs, need no newer format: older readers ignore
+        // them and fetch the same objects by themselves.
+        let mut with_delta = sample();
+        with_delta.deltas.push(DeltaEntry {
+            from: ObjectId::of(b"a"),
+            to: ObjectId::of(b"c"),
+            size: 10,
+            sha256: "00".repeat(32),
+        });
+        assert_eq!(with_delta.required_format(), sample().required_format());
+        with_delta.format = with_delta.required_format();
+        let back = SignedIndex::sign(&with_delta, None)
+            .index_unverified()
+            .expect("an index with deltas reads");
+        assert_eq!(back.deltas, with_delta.deltas);
         assert!(sample().check_fresh(200).is_ok());
         assert!(matches!(
             sample().check_fresh(201),

@@ -52,6 +52,8 @@ pub enum Error {
     PathNotFound { rev: String, path: String },
     #[error("{}: {reason}", path.display())]
     Unsupported { path: PathBuf, reason: String },
+    #[error("bad delta: {reason}")]
+    Delta { reason: String },
     #[error("decoding {kind} object {id}: {err}")]
     Decode {
         kind: ObjectKind,

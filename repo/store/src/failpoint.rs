@@ -12,7 +12,8 @@
 //! (refs moved, staging not yet removed), `prune-delete` (after prune
 //! deletes an object), `publish-before-index` (a publish's intent written,
 //! index not yet), `publish-after-index` (index written, history not yet),
-//! `publish-after-history` (history written, ref not yet moved).
+//! `publish-after-history` (history written, ref not yet moved),
+//! `pull-delta-bytes` (after each piece of a static delta a pull downloads).
 //! Deployments (client `sysroot`): `deploy-checkout`, `deploy-before-rename`,
 //! `<op>-before-swap` / `<op>-after-swap` (op: deploy, finalize, rollback,
 //! pin, cleanup), `stage-written`, `finalize-etc`, `finalize-exchanged`.

@@ -34,6 +34,7 @@ pub mod checkout;
 pub mod closure;
 pub mod commit;
 pub mod config;
+pub mod delta;
 pub mod diff;
 pub mod error;
 pub mod export;

@@ -1,5 +1,6 @@
 //! Command implementations, one module per area.
 
+mod delta;
 mod deploy;
 mod import;
 mod key;
@@ -14,7 +15,7 @@ use std::process::ExitCode;
 use anyhow::{Context, Result};
 use treectl_store::Repo;
 
-use crate::cli::{Cli, Command, KeyCommand};
+use crate::cli::{Cli, Command, DeltaCommand, KeyCommand};
 
 pub fn run(cli: Cli) -> Result<ExitCode> {
     let repo_path = cli.repo;
@@ -110,6 +111,13 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             threshold,
             target,
         }) => key::rotate(&url, &new_key, threshold, &target),
+        Command::Delta(DeltaCommand::Generate {
+            from,
+            to,
+            from_scratch,
+            json,
+        }) => delta::generate(&open(repo_path)?, from, to, from_scratch, json),
+        Command::Delta(DeltaCommand::List { json }) => delta::list(&open(repo_path)?, json),
         Command::Serve { args } => publish::serve(repo_path, args),
         Command::Push {
             url,

@@ -95,6 +95,7 @@ pub fn pull_options(args: &TransferArgs) -> Result<PullOptions> {
         no_packs: args.no_packs,
         token: read_token(args.token_file.as_deref())?,
         barrier: None,
+        no_delta: args.no_delta,
     })
 }
 
@@ -107,6 +108,14 @@ pub fn pull(repo: &Repo, args: PullArgs) -> Result<ExitCode> {
     let outcome = outcome?;
     for f in &outcome.fallbacks {
         eprintln!("warning: {f}");
+    }
+    if let Some(d) = &outcome.delta {
+        if let Some(e) = &d.error {
+            eprintln!(
+                "warning: static delta from {} not used: {e}; pulled by objects",
+                d.from.short()
+            );
+        }
     }
     if args.json {
         let mut v = serde_json::to_value(&outcome).context("encoding the result")?;

@@ -2,7 +2,9 @@
 //! the way nginx does (plain GETs, `Connection: close`), counts requests
 //! per path, and can misbehave on chosen paths: flip a byte, cut the body
 //! short, serve another file, send an endless body, trickle one byte per
-//! second, answer 500, or serve given bytes instead of the file. Listens on
+//! second, answer 500, or serve given bytes instead of the file. Plain
+//! answers honour `Range: bytes=N-` (206) and every request's range and
+//! body bytes are recorded, so resumed downloads can be counted. Listens on
 //! 127.0.0.1:0; stopped on drop. Every loop is bounded.
 #![allow(dead_code)]
 
@@ -39,6 +41,8 @@ pub enum Trick {
 struct State {
     tricks: HashMap<String, Trick>,
     hits: HashMap<String, usize>,
+    /// Per request, in order: path, the `Range` asked for, body bytes sent.
+    log: Vec<(String, Option<String>, u64)>,
 }
 
 pub struct Mirror {
@@ -99,7 +103,14 @@ impl Mirror {
     }
 
     pub fn reset_hits(&self) {
-        self.state.lock().expect("state").hits.clear();
+        let mut s = self.state.lock().expect("state");
+        s.hits.clear();
+        s.log.clear();
+    }
+
+    /// Every request so far: path, `Range` header, body bytes sent.
+    pub fn log(&self) -> Vec<(String, Option<String>, u64)> {
+        self.state.lock().expect("state").log.clone()
     }
 }
 
@@ -144,10 +155,15 @@ fn handle(mut conn: TcpStream, root: &Path, state: &Mutex<State>, stop: &AtomicB
         }
         t
     };
+    let range = text.lines().find_map(|l| {
+        let (k, v) = l.split_once(':')?;
+        k.eq_ignore_ascii_case("range").then(|| v.trim().to_owned())
+    });
     let allowed = method == "GET"
         && (path == "/summary.json"
             || path == "/config"
             || path.starts_with("/objects/")
+            || path.starts_with("/deltas/")
             || path.starts_with("/signatures/"))
         && !path.contains("..");
     if !allowed {
@@ -218,7 +234,38 @@ fn handle(mut conn: TcpStream, root: &Path, state: &Mutex<State>, stop: &AtomicB
             }
         }
         _ => {
-            let _ = respond(&mut conn, "200 OK", &body);
+            let start = range
+                .as_deref()
+                .and_then(|r| r.strip_prefix("bytes="))
+                .and_then(|r| r.strip_suffix('-'))
+                .and_then(|n| n.parse::<usize>().ok())
+                .filter(|n| *n < body.len());
+            let sent = match start {
+                Some(n) => {
+                    let head = format!(
+                        "HTTP/1.1 206 Partial Content\r\nContent-Length: {}\r\nContent-Range: bytes {n}-{}/{}\r\nConnection: close\r\n\r\n",
+                        body.len() - n,
+                        body.len() - 1,
+                        body.len()
+                    );
+                    let ok = conn.write_all(head.as_bytes()).is_ok()
+                        && conn.write_all(&body[n..]).is_ok();
+                    if ok {
+                        body.len() - n
+                    } else {
+                        0
+                    }
+                }
+                None => match respond(&mut conn, "200 OK", &body) {
+                    Ok(()) => body.len(),
+                    Err(_) => 0,
+                },
+            };
+            state
+                .lock()
+                .expect("state")
+                .log
+                .push((path, range, sent as u64));
         }
     }
 }

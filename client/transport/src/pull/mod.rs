@@ -1,4 +1,4 @@
-//! Pulling a published ref from a remote (`treectl pull NAME:REF`), in six
+//! Pulling a published ref from a remote (`treectl pull NAME:REF`), in seven
 //! steps, one module each:
 //!
 //! 1. [`index`]: fetch `summary.json` from the remote's URL (then its
@@ -8,19 +8,23 @@
 //!    client accepted last ([`TrustState`]).
 //! 2. [`verify`]: fetch the commit's detached signature, which must bind
 //!    it to the ref.
-//! 3. [`walk`]: fetch the commit, then the trees and dirmetas the
+//! 3. [`delta`]: when the signed index lists a static delta to the
+//!    commit from one this repository has, download it (resumable),
+//!    check it and keep every object it rebuilds that hashes to its id;
+//!    whatever it did not deliver is fetched by objects below.
+//! 4. [`walk`]: fetch the commit, then the trees and dirmetas the
 //!    repository lacks, level by level (the store's [`Closure`] walk). They
 //!    are verified and kept in a resumable staging directory
 //!    (`tmp/pull-NAME/`) until the end, so `objects/` never holds a tree
 //!    whose children are missing.
-//! 4. [`fetch`]: fetch the missing file objects, many at a time (the
+//! 5. [`fetch`]: fetch the missing file objects, many at a time (the
 //!    batched `/v1/objects/fetch` when the server offers it, Range requests
 //!    of the packs a static mirror's signed index lists, else plain GETs),
 //!    verify each against its id, and store them in
 //!    batches: an interrupted pull keeps what it finished.
-//! 5. [`stage`]: store the staged trees, dirmetas and commit, children
+//! 6. [`stage`]: store the staged trees, dirmetas and commit, children
 //!    first.
-//! 6. [`commit`]: record the accepted index in the trust state, then move
+//! 7. [`commit`]: record the accepted index in the trust state, then move
 //!    `refs/remotes/NAME/REF`.
 //!
 //! Transient failures (timeouts, 5xx, cut connections, a transfer slower
@@ -31,6 +35,7 @@
 //! [`Closure`]: treectl_store::closure::Closure
 
 mod commit;
+mod delta;
 mod fetch;
 mod index;
 mod stage;
@@ -52,6 +57,7 @@ use crate::progress::Progress;
 use crate::retry::RetryPolicy;
 use crate::source::{HttpSource, HttpSourceOptions};
 
+pub use delta::DeltaUse;
 pub use index::{check_trust, verify_index};
 
 /// Settings of one pull.
@@ -83,6 +89,8 @@ pub struct PullOptions {
     /// Pull this barrier release of the ref (one its index lists in
     /// `barriers`) instead of its head.
     pub barrier: Option<ObjectId>,
+    /// Fetch by objects even when the index lists a static delta.
+    pub no_delta: bool,
 }
 
 impl Default for PullOptions {
@@ -104,6 +112,7 @@ impl Default for PullOptions {
             no_packs: false,
             token: None,
             barrier: None,
+            no_delta: false,
         }
     }
 }
@@ -166,6 +175,9 @@ pub struct PullOutcome {
     /// index or object from a mirror), one line each.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub fallbacks: Vec<String>,
+    /// The static delta the pull used, if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub delta: Option<DeltaUse>,
 }
 
 impl PullOutcome {
@@ -201,6 +213,14 @@ pub fn pull(
     // Prune waits until this pull is done, so nothing it relies on goes.
     let _lock = RepoLock::acquire(repo.path(), LockKind::Shared)?;
     let staging = stage::Staging::open(repo, remote_name)?;
+    let chosen = match opts.no_delta {
+        true => None,
+        false => delta::choose(repo, &accepted.index.deltas, &commit_id, already.as_ref()),
+    };
+    let delta = chosen.map(|entry| {
+        progress.phase("delta");
+        delta::apply(repo, &source, &staging, entry, opts)
+    });
     let walked = walk::walk(repo, &source, &staging, &commit_id, counters, &where_)?;
     progress.phase("objects");
     let files = fetch::files(repo, &source, &walked.files, opts, counters, &where_)?;
@@ -225,10 +245,11 @@ pub fn pull(
             Some(_) => repo.read_commit(&commit_id)?.version().map(str::to_owned),
         },
         unchanged: already == Some(commit_id),
-        objects_fetched: walked.fetched + files,
+        objects_fetched: walked.fetched + files + delta.as_ref().map_or(0, |d| d.objects),
         bytes_fetched: counters.bytes.load(std::sync::atomic::Ordering::Relaxed),
         seconds: started.elapsed().as_secs_f64(),
         fallbacks: source.fallbacks(),
+        delta,
     })
 }
 

@@ -31,6 +31,11 @@ impl Staging {
         Ok(Staging { dir })
     }
 
+    /// The staging directory (`tmp/pull-NAME/`).
+    pub fn dir(&self) -> &std::path::Path {
+        &self.dir
+    }
+
     fn path(&self, obj: &ObjectRef) -> PathBuf {
         self.dir
             .join(format!("{}.{}", obj.id.to_hex(), obj.kind.name()))

@@ -14,6 +14,7 @@ use std::sync::Mutex;
 
 use reqwest::blocking::{Client, RequestBuilder, Response};
 use treectl_release::packs::{PackIndex, PackRef, MAX_PACK_INDEX_BYTES};
+use treectl_store::failpoint;
 use treectl_store::store::relative_object_path;
 use treectl_store::RepoMode;
 use treectl_wire::{
@@ -345,6 +346,110 @@ impl<'a> HttpSource<'a> {
     /// GET `path` (`/…`) from source `src`, retrying transient failures.
     pub fn get(&self, src: usize, path: &str, cap: u64) -> Result<Vec<u8>, TransportError> {
         self.opts.retry.run(|| self.get_once(src, path, cap))
+    }
+
+    /// Downloads `path` (`/…`, a file of `size` bytes) into `dest`,
+    /// resuming after the bytes `dest` already holds with a Range request
+    /// (a source that ignores it sends the whole file, which replaces
+    /// them). Tries every live source in order, each with retries; more
+    /// than `size` bytes is an error, never a longer file.
+    pub fn download(
+        &self,
+        path: &str,
+        dest: &std::path::Path,
+        size: u64,
+    ) -> Result<(), TransportError> {
+        let mut first: Option<TransportError> = None;
+        for src in self.live_order() {
+            match self
+                .opts
+                .retry
+                .run(|| self.download_once(src, path, dest, size))
+            {
+                Ok(()) => return Ok(()),
+                Err(e) => {
+                    first.get_or_insert(e);
+                }
+            }
+        }
+        Err(first.expect("at least one source"))
+    }
+
+    fn download_once(
+        &self,
+        src: usize,
+        path: &str,
+        dest: &std::path::Path,
+        size: u64,
+    ) -> Result<(), TransportError> {
+        use std::io::{Seek, Write};
+        let url = format!("{}{path}", self.sources[src]);
+        let mut file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(dest)
+            .map_err(TransportError::io("opening", dest))?;
+        let have = file
+            .seek(io::SeekFrom::End(0))
+            .map_err(TransportError::io("reading", dest))?;
+        if have == size {
+            return Ok(());
+        }
+        let mut req = self.client.get(&url);
+        if have > 0 && have < size {
+            req = req.header(reqwest::header::RANGE, format!("bytes={have}-"));
+        }
+        let resp = self.request(req).send().map_err(|e| send_error(&url, e))?;
+        let resp = check_status(&url, resp)?;
+        let start = if resp.status() == reqwest::StatusCode::PARTIAL_CONTENT {
+            have
+        } else {
+            // The whole file: start over.
+            file.set_len(0)
+                .map_err(TransportError::io("writing", dest))?;
+            0
+        };
+        file.seek(io::SeekFrom::Start(start))
+            .map_err(TransportError::io("writing", dest))?;
+        // One byte more than the rest, to notice an endless body.
+        let rest = size.saturating_sub(start);
+        let mut body = io::Read::take(
+            Metered::new(resp, self.low_speed(), Some(self.counters)),
+            rest + 1,
+        );
+        let mut buf = vec![0u8; 256 << 10];
+        let mut got = 0u64;
+        loop {
+            let n = io::Read::read(&mut body, &mut buf).map_err(|e| {
+                TransportError::BodyCut {
+                    got: (start + got) as usize,
+                    stalled: e.kind() == io::ErrorKind::TimedOut,
+                    cause: e.to_string(),
+                }
+                .context(&url)
+            })?;
+            if n == 0 {
+                break;
+            }
+            got += n as u64;
+            if got > rest {
+                // Keep what was asked for; the rest is refused.
+                file.set_len(size)
+                    .map_err(TransportError::io("writing", dest))?;
+                return Err(TransportError::TooLong { limit: size });
+            }
+            file.write_all(&buf[..n])
+                .map_err(TransportError::io("writing", dest))?;
+            failpoint::hit("pull-delta-bytes");
+        }
+        if got < rest {
+            return Err(TransportError::BodyShort {
+                got: (start + got) as usize,
+                declared: size,
+            });
+        }
+        Ok(())
     }
 
     /// Fetches one object's wire form into `sink`, trying every live

@@ -1,0 +1,198 @@
+//! Before the walk: a static delta, when the signed index lists one to
+//! the pulled commit from a commit this repository has. The delta is
+//! downloaded into the pull's staging (`tmp/pull-NAME/`), resuming an
+//! interrupted download with a Range request, checked against the size and
+//! SHA-256 the index gives, then read: every object it holds is rebuilt
+//! and hashed against its id before it is kept (file objects into the
+//! store in one transaction, the commit, trees and dirmetas into the staging).
+//! The walk that follows finds them there and fetches by objects only
+//! what is still missing, which is everything when the delta failed: a
+//! bad delta costs its download, never a wrong object, and what it
+//! delivered correctly before it failed is kept.
+
+use std::fs::File;
+use std::io::Read;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+
+use sha2::{Digest, Sha256};
+use treectl_release::summary::DeltaEntry;
+use treectl_store::delta::{self, DeltaObject, ReadLimits};
+use treectl_store::fsck::is_partial;
+use treectl_store::store::Transaction;
+use treectl_store::{ObjectId, ObjectKind, Repo};
+use treectl_wire::ObjectRef;
+
+use super::stage::Staging;
+use super::PullOptions;
+use crate::error::TransportError;
+use crate::source::HttpSource;
+
+/// What a pull did with a static delta.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct DeltaUse {
+    pub from: ObjectId,
+    pub size: u64,
+    /// Objects the delta delivered (all of them unless it failed).
+    pub objects: u64,
+    /// Why the delta was not used to the end (the pull went on by
+    /// objects).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// The delta to use for `to`: from a complete commit this repository
+/// has, the remote ref's current commit first, else the smallest.
+pub(super) fn choose<'i>(
+    repo: &Repo,
+    deltas: &'i [DeltaEntry],
+    to: &ObjectId,
+    current: Option<&ObjectId>,
+) -> Option<&'i DeltaEntry> {
+    if repo.has_object(to, ObjectKind::Commit) {
+        return None;
+    }
+    let usable = |d: &&DeltaEntry| {
+        d.to == *to && repo.has_object(&d.from, ObjectKind::Commit) && !is_partial(repo, &d.from)
+    };
+    let mut candidates: Vec<&DeltaEntry> = deltas.iter().filter(usable).collect();
+    candidates.sort_by_key(|d| (Some(&d.from) != current, d.size));
+    candidates.first().copied()
+}
+
+/// Downloads, checks and reads `entry`; returns how it went. Never fails
+/// the pull: a delta that cannot be used is reported in `error`.
+pub(super) fn apply(
+    repo: &Repo,
+    source: &HttpSource,
+    staging: &Staging,
+    entry: &DeltaEntry,
+    opts: &PullOptions,
+) -> DeltaUse {
+    let mut used = DeltaUse {
+        from: entry.from,
+        size: entry.size,
+        objects: 0,
+        error: None,
+    };
+    let name = delta::file_name(Some(&entry.from), &entry.to);
+    let part = staging.dir().join(format!("{name}.part"));
+    if let Err(e) = run(repo, source, staging, entry, opts, &part, &mut used.objects) {
+        // A delta that failed its checks is not resumed next time.
+        if !e.is_transient() {
+            let _ = std::fs::remove_file(&part);
+        }
+        used.error = Some(e.chain_text());
+    }
+    used
+}
+
+fn run(
+    repo: &Repo,
+    source: &HttpSource,
+    staging: &Staging,
+    entry: &DeltaEntry,
+    opts: &PullOptions,
+    part: &PathBuf,
+    objects: &mut u64,
+) -> Result<(), TransportError> {
+    let path = format!("/{}", delta::relative_path(Some(&entry.from), &entry.to));
+    source.download(&path, part, entry.size)?;
+    let sha = file_sha256(part)?;
+    if sha != entry.sha256 {
+        return Err(TransportError::Usage(format!(
+            "{path}: the delta's SHA-256 is {sha}, the signed index says {}",
+            entry.sha256
+        )));
+    }
+    let file = File::open(part).map_err(TransportError::io("opening", part))?;
+    let limits = ReadLimits {
+        max_object_bytes: opts.max_object_bytes,
+    };
+    // The reader rebuilds and checks objects in order; writers store them
+    // meanwhile (a bounded queue between them keeps memory bounded).
+    let txn = Transaction::begin(repo)?;
+    let (tx, rx) = std::sync::mpsc::sync_channel::<DeltaObject>(64);
+    let rx = Mutex::new(rx);
+    let failed: Mutex<Option<treectl_store::Error>> = Mutex::new(None);
+    let stored = AtomicU64::new(0);
+    let store = |obj: DeltaObject| -> treectl_store::Result<()> {
+        match obj {
+            DeltaObject::File {
+                id,
+                header,
+                content,
+            } => {
+                let written = txn.write_file(&header, &content)?;
+                debug_assert_eq!(written, id);
+            }
+            DeltaObject::Meta { id, kind, data } => {
+                staging.save(&ObjectRef { id, kind }, &data).map_err(|e| {
+                    treectl_store::Error::Delta {
+                        reason: e.to_string(),
+                    }
+                })?;
+            }
+        }
+        stored.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    };
+    let read = std::thread::scope(|s| {
+        for _ in 0..opts.jobs.clamp(1, 4) {
+            s.spawn(|| loop {
+                let next = rx.lock().expect("queue poisoned").recv();
+                let Ok(obj) = next else { break };
+                if let Err(e) = store(obj) {
+                    failed.lock().expect("poisoned").get_or_insert(e);
+                }
+            });
+        }
+        let mut sink = |obj: DeltaObject| -> treectl_store::Result<()> {
+            if let Some(e) = failed.lock().expect("poisoned").take() {
+                return Err(e);
+            }
+            tx.send(obj).map_err(|_| treectl_store::Error::Delta {
+                reason: "the writers stopped".into(),
+            })
+        };
+        let read = delta::read(
+            repo,
+            file,
+            Some((Some(&entry.from), &entry.to)),
+            &limits,
+            &mut sink,
+        );
+        drop(tx);
+        read
+    });
+    *objects = stored.into_inner();
+    // What was rebuilt before a failure is correct: keep it. Unflushed,
+    // like the object fetch's batches: the metadata's transaction flushes
+    // it.
+    let committed = txn.commit_unflushed();
+    let info = read.map_err(|e| TransportError::from(e).context(&path))?;
+    if let Some(e) = failed.into_inner().expect("poisoned") {
+        return Err(TransportError::from(e).context(&path));
+    }
+    committed?;
+    debug_assert_eq!((info.from, info.to), (Some(entry.from), entry.to));
+    let _ = std::fs::remove_file(part);
+    Ok(())
+}
+
+fn file_sha256(path: &PathBuf) -> Result<String, TransportError> {
+    let mut f = File::open(path).map_err(TransportError::io("opening", path))?;
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = f
+            .read(&mut buf)
+            .map_err(TransportError::io("reading", path))?;
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+    }
+    Ok(h.finalize().iter().map(|b| format!("{b:02x}")).collect())
+}
