@@ -239,6 +239,14 @@ fn full_and_incremental_pulls_from_nginx_take_the_packs() {
         "nothing of release 1's pack is needed: {reqs:?}"
     );
     assert!(reqs.len() <= 20, "{} requests: {reqs:?}", reqs.len());
+
+    // Through the static delta the publish made, a client that has
+    // release 1 reads no pack at all, not even an index: the delta holds
+    // every object release 2 adds.
+    let reqs = pull(&c, &nginx, &p.tree(2), &[]);
+    assert_eq!(count(&reqs, "/deltas/"), 1, "{reqs:?}");
+    assert_eq!(count(&reqs, "/packs/"), 0, "{reqs:?}");
+    assert_eq!(count(&reqs, "/objects/"), 0, "{reqs:?}");
 }
 
 /// A copy of the published repository that a test may damage, served by

@@ -209,7 +209,6 @@ pub fn pull(
 
     let already = treectl_store::refs::try_read_remote_ref(repo, remote_name, ref_name)?;
     source.probe();
-    source.load_packs(&accepted.index.packs);
     // Prune waits until this pull is done, so nothing it relies on goes.
     let _lock = RepoLock::acquire(repo.path(), LockKind::Shared)?;
     let staging = stage::Staging::open(repo, remote_name)?;
@@ -221,6 +220,11 @@ pub fn pull(
         progress.phase("delta");
         delta::apply(repo, &source, &staging, entry, opts)
     });
+    // A delta that worked delivered every object TO adds: the packs'
+    // indexes would be fetched for nothing.
+    if delta.as_ref().is_none_or(|d| d.error.is_some()) {
+        source.load_packs(&accepted.index.packs);
+    }
     let walked = walk::walk(repo, &source, &staging, &commit_id, counters, &where_)?;
     progress.phase("objects");
     let files = fetch::files(repo, &source, &walked.files, opts, counters, &where_)?;
