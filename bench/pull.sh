@@ -17,60 +17,12 @@
 # The section between "<!-- bench/pull.sh begin -->" and "<!-- bench/pull.sh end -->"
 # of docs/benchmarks.md is rewritten on a full run.
 set -euo pipefail
-
-ROOT=$(cd "$(dirname "$0")/.." && pwd)
-SHARED=${SHARED_CORPUS_TOOLS:-$ROOT/../shared/corpus}
-CORPUS=${TREECTL_CORPUS:-/var/tmp/treectl-corpus}
-M=${BENCH_DIR:-/mnt/pull-bench}
-FS_SIZE=${BENCH_FS_SIZE:-8G}
-RUNS=${BENCH_RUNS:-5}
-DOC=$ROOT/docs/benchmarks.md
-QUICK=0
-BEGIN_MARK='<!-- bench/pull.sh begin -->'
-END_MARK='<!-- bench/pull.sh end -->'
-TS=2024-01-01T00:00:00Z
-
-die() { printf 'bench/pull.sh: error: %s\n' "$*" >&2; exit 1; }
-say() { printf '[bench] %s\n' "$*" >&2; }
-[[ ${1:-} == --quick ]] && { QUICK=1; RUNS=1; }
-[[ ${1:-} == -h || ${1:-} == --help ]] && { sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'; exit 0; }
-
-[[ $(id -u) == 0 ]] || die "run as root (benchfs.sh mounts a filesystem image)"
-[[ -e $CORPUS/corpus-v1.done && -e $CORPUS/corpus-v2.done ]] || die "no corpus at $CORPUS; run $SHARED/build.sh"
-command -v ostree >/dev/null || die "ostree is not installed (apt-get install ostree)"
-NGINX=$(command -v nginx || echo /usr/sbin/nginx)
-[[ -x $NGINX ]] || die "nginx is not installed (apt-get install nginx)"
-
-if [[ -z ${TREECTL:-} ]]; then
-  say "building treectl (release)"
-  (cd "$ROOT" && cargo build --release -q -p treectl -p treectl-server) || die "cargo build failed"
-  TREECTL=$ROOT/target/release/treectl
-fi
-VERSION=$("$TREECTL" --version)
-
-PIDS=()
-MOUNTED=0
-cleanup() {
-  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  if ((MOUNTED)); then "$SHARED/benchfs.sh" umount "$M" >/dev/null 2>&1 || say "WARNING: could not unmount $M"; fi
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
-
-if mountpoint -q "$M"; then "$SHARED/benchfs.sh" umount "$M" >/dev/null 2>&1 || die "cannot unmount stale $M"; fi
-"$SHARED/benchfs.sh" mount "$M" "$FS_SIZE" >/dev/null || die "benchfs.sh mount $M failed"
-MOUNTED=1
-FS_DESC="$(findmnt -no FSTYPE --target "$M") on $(findmnt -no SOURCE --target "$M"), $FS_SIZE image, fresh (benchfs.sh)"
-W=$M/work
-mkdir -p "$W"
-LOG=$W/bench.log
-: >"$LOG"
+NAME=pull
+# shellcheck source=bench/common.sh
+source "$(dirname "$0")/common.sh"
 
 # --- servers' repositories --------------------------------------------------------------
 say "preparing treectl repositories (v1; v1 + v2), signed"
-T() { "$TREECTL" "$@" >>"$LOG" 2>&1; }
 "$TREECTL" keygen --out "$W/key" >>"$LOG"
 T --repo "$W/srv1" init --mode archive
 C1=$("$TREECTL" --repo "$W/srv1" commit --ref os/stable --tree "$CORPUS/corpus-v1" --timestamp $TS --metadata version=1)
@@ -107,36 +59,9 @@ start_serve() { # REPO -> sets URL
 }
 start_serve "$W/srv1"; SERVE1=$URL
 start_serve "$W/srv2"; SERVE2=$URL
-PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-mkdir -p "$W/nginx"
-cat >"$W/nginx/nginx.conf" <<EOF
-daemon off; master_process off; worker_processes 1;
-pid $W/nginx/nginx.pid; error_log $W/nginx/error.log;
-events { worker_connections 1024; }
-http {
-  log_format bytes '\$request_uri \$bytes_sent';
-  access_log $W/nginx/access.log bytes;
-  client_body_temp_path $W/nginx/body; proxy_temp_path $W/nginx/proxy;
-  fastcgi_temp_path $W/nginx/fastcgi; uwsgi_temp_path $W/nginx/uwsgi; scgi_temp_path $W/nginx/scgi;
-  default_type application/octet-stream; sendfile on; keepalive_requests 1000000;
-  server { listen 127.0.0.1:$PORT; root $W; disable_symlinks on;
-    location ~ /(tmp|state|lock|refs)(/|$) { return 404; } }
-}
-EOF
-"$NGINX" -p "$W/nginx" -e "$W/nginx/error.log" -c "$W/nginx/nginx.conf" >>"$LOG" 2>&1 &
-PIDS+=($!)
-NG=http://127.0.0.1:$PORT
-for _ in $(seq 100); do curl -sf -o /dev/null "$NG/srv1/config" && break; sleep 0.05; done
-ALOG=$W/nginx/access.log
+start_nginx
 
 # --- measuring ----------------------------------------------------------------------------
-declare -A R  # key -> space-separated values
-add() { R[$1]="${R[$1]:-} $2"; }
-now() { date +%s.%N; }
-log_mark() { wc -l <"$ALOG"; }
-log_since() { # LINE -> "requests bytes"
-  tail -n +$(($1 + 1)) "$ALOG" | awk '{n++; b += $2} END {print n + 0, b + 0}'
-}
 tpull() { # REPO TARGET [ARGS...] -> the done line's bytes_fetched in $BYTES; time in $ELAPSED
   local t0 t1 out repo=$1 target=$2
   shift 2
@@ -181,9 +106,9 @@ for run in $(seq "$RUNS"); do
   opull "$W/oc" o1; add full:ostree "$ELAPSED"
   read -r n b < <(log_since "$m"); add full:ostree:req "$n"; add full:ostree:bytes "$b"
   # Incremental v1 -> v2.
-  tpull "$W/tc" next:os/stable; add inc:treectl "$ELAPSED"; add inc:treectl:bytes "$BYTES"
+  tpull "$W/tc" next:os/stable --no-delta; add inc:treectl "$ELAPSED"; add inc:treectl:bytes "$BYTES"
   m=$(log_mark)
-  tpull "$W/tp" next:os/stable; add inc:treectl-packs "$ELAPSED"
+  tpull "$W/tp" next:os/stable --no-delta; add inc:treectl-packs "$ELAPSED"
   read -r n b < <(log_since "$m"); add inc:treectl-packs:req "$n"; add inc:treectl-packs:bytes "$b"
   m=$(log_mark)
   opull "$W/oc" o2; add inc:ostree "$ELAPSED"
@@ -197,18 +122,12 @@ for c in tc tp; do
   "$TREECTL" --repo "$W/$c" fsck >>"$LOG" 2>&1 || CHECK="$CHECK; $c fsck FAILED"
 done
 
-med() { echo "${R[$1]}" | tr ' ' '\n' | grep -v '^$' | sort -g | awk '{a[NR] = $1} END {if (NR) print a[int((NR + 1) / 2)]; else print "-"}'; }
-mn() { echo "${R[$1]}" | tr ' ' '\n' | grep -v '^$' | sort -g | head -1; }
-mx() { echo "${R[$1]}" | tr ' ' '\n' | grep -v '^$' | sort -g | tail -1; }
-ratio() { printf "%.2f" "$(echo "scale=4; $1 / $2" | bc)"; }
-row() { printf '| %s | %.3f | %.3f | %.3f | %s |\n' "$1" "$(med "$2")" "$(mn "$2")" "$(mx "$2")" "$3"; }
 mib() { echo "scale=1; $1 / 1048576" | bc; }
 
 FO=$(med full:ostree); FT=$(med full:treectl); IO=$(med inc:ostree); IT=$(med inc:treectl)
 FULL_X=$(ratio "$FO" "$FT"); INC_X=$(ratio "$IO" "$IT")
 FP=$(med full:treectl-packs); FP_REQ=$(med full:treectl-packs:req); PACK_X=$(ratio "$FP" "$FT")
 IB=$(med inc:treectl:bytes); BYTES_X=$(echo "scale=3; $IB / $T_ADDED" | bc)
-yes_no() { if [[ $(echo "$1" | bc) == 1 ]]; then echo "**yes**"; else echo "**no**"; fi; }
 SECTION=$W/section.md
 {
   echo "$BEGIN_MARK"
@@ -248,17 +167,4 @@ SECTION=$W/section.md
   echo "- bytes: treectl moved $IB bytes (response bodies: index, signature, objects) for $T_ADDED bytes of added compressed objects: **${BYTES_X}x**; goal ≤ 1.1x: $(yes_no "$BYTES_X <= 1.1")."
   echo "$END_MARK"
 } >"$SECTION"
-cat "$SECTION"
-if ((QUICK)); then say "quick run: not writing $DOC"; exit 0; fi
-tmp=$(mktemp "$DOC.XXXXXX")
-if grep -qF "$BEGIN_MARK" "$DOC" && grep -qF "$END_MARK" "$DOC"; then
-  awk -v b="$BEGIN_MARK" -v e="$END_MARK" -v sec="$SECTION" '
-    $0 == b { while ((getline l < sec) > 0) print l; skip = 1; next }
-    $0 == e && skip { skip = 0; next }
-    !skip { print }' "$DOC" >"$tmp"
-else
-  { cat "$DOC"; echo; cat "$SECTION"; } >"$tmp"
-fi
-chmod 644 "$tmp"
-mv -f "$tmp" "$DOC"
-say "wrote $DOC"
+write_section "$SECTION"
