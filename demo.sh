@@ -158,6 +158,7 @@ else
   truncate -s 4G "$work/disk.img"
   mkfs.ext4 -q -F -U "$uuid" -d "$sysroot" "$work/disk.img"
   # Play the boot loader: the entry treectl status names as the one it starts.
+  # (No getty on the console: its hangup of ttyS0 could cut the report short.)
   entry=$("$treectl" status --sysroot "$sysroot" --json | tr -d '\n ' |
     sed -n 's/.*"loader_default":true,[^{]*"boot_entry":{"file":"\([^"]*\)".*/\1/p')
   [[ -n $entry ]] || { echo "no default boot entry found"; exit 1; }
@@ -167,7 +168,7 @@ else
   echo "booting $entry: $options"
   timeout 600 qemu-system-x86_64 -accel tcg -smp 2 -m 1024 -display none -no-reboot -nodefaults -net none \
     -serial "file:$work/console.log" -kernel "$sysroot/boot$linux" -initrd "$sysroot/boot$initrd" \
-    -append "$options console=ttyS0 panic=-1" -drive "file=$work/disk.img,format=raw,if=virtio,cache=unsafe" || true
+    -append "$options console=ttyS0 panic=-1 systemd.getty_auto=0" -drive "file=$work/disk.img,format=raw,if=virtio,cache=unsafe" || true
   echo "the VM's console, from the booted system:"
   tr -d '\r' < "$work/console.log" | sed -n '/===== booted/,/^=====$/p' | grep . ||
     { echo "no status on the console; its last lines:"; tail -n 30 "$work/console.log"; exit 1; }
