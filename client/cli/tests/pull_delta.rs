@@ -79,19 +79,8 @@ impl Fixture {
         release_tree(&dir.join("v1"), 1);
         let v1 = publisher.publish(&dir.join("v1"), "os/stable", "1");
         let client = dir.join("client");
-        treectl(["--repo", s(&client), "init", "--mode", "bare-user"]).ok();
         let mirror = Mirror::start(&publisher.srv);
-        treectl([
-            "--repo",
-            s(&client),
-            "remote",
-            "add",
-            "origin",
-            &mirror.url(),
-            "--trusted-key",
-            s(&publisher.key_pub),
-        ])
-        .ok();
+        publisher.client(&client, &mirror.url());
         let mut args = vec!["--repo", s(&client), "pull", "origin:os/stable"];
         args.extend_from_slice(FAST);
         treectl(&args).ok();

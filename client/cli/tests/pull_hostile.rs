@@ -59,19 +59,8 @@ impl Fixture {
         make_tree(&dir.join("v1"), 4, 6, 1);
         let v1 = publisher.publish(&dir.join("v1"), "os/stable", "1");
         let client = dir.join("client");
-        treectl(["--repo", s(&client), "init", "--mode", "bare-user"]).ok();
         let mirror = Mirror::start(&publisher.srv);
-        treectl([
-            "--repo",
-            s(&client),
-            "remote",
-            "add",
-            "origin",
-            &mirror.url(),
-            "--trusted-key",
-            s(&publisher.key_pub),
-        ])
-        .ok();
+        publisher.client(&client, &mirror.url());
         let f = Fixture {
             _tmp: tmp,
             dir,

@@ -38,18 +38,7 @@ fn pull_killed_ten_times_completes_fetching_each_object_at_most_twice() {
     let commit = publisher.publish(&tree, "os/stable", "1");
     let mirror = Mirror::start(&publisher.srv);
     let client = dir.join("client");
-    treectl(["--repo", s(&client), "init", "--mode", "bare-user"]).ok();
-    treectl([
-        "--repo",
-        s(&client),
-        "remote",
-        "add",
-        "origin",
-        &mirror.url(),
-        "--trusted-key",
-        s(&publisher.key_pub),
-    ])
-    .ok();
+    publisher.client(&client, &mirror.url());
     let pull = |failpoint: Option<String>| {
         let mut pull = treectl(["--repo", s(&client), "pull", "origin:os/stable"]).args([
             "--commit-every",

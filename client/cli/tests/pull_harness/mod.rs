@@ -356,6 +356,23 @@ impl Publisher {
         id
     }
 
+    /// A fresh bare-user repository at `repo` whose remote `origin` is
+    /// `url`, trusting this publisher's key.
+    pub fn client(&self, repo: &Path, url: &str) {
+        treectl(["--repo", s(repo), "init", "--mode", "bare-user"]).ok();
+        treectl([
+            "--repo",
+            s(repo),
+            "remote",
+            "add",
+            "origin",
+            url,
+            "--trusted-key",
+            s(&self.key_pub),
+        ])
+        .ok();
+    }
+
     pub fn index_bytes(&self) -> Vec<u8> {
         std::fs::read(self.srv.join("summary.json")).expect("summary.json")
     }
