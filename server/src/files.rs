@@ -35,8 +35,12 @@ enum FileClass {
     Mutable,
 }
 
-/// Maps a request path to a repository file, or `None` (404).
-fn classify(path: &str, mode: RepoMode) -> Option<(String, FileClass, Option<ObjectId>)> {
+/// An object file's id and kind.
+type Object = (ObjectId, ObjectKind);
+
+/// Maps a request path to a repository file, or `None` (404); an object
+/// file comes with its id and kind.
+fn classify(path: &str, mode: RepoMode) -> Option<(String, FileClass, Option<Object>)> {
     let rel = path.strip_prefix('/')?;
     if rel == "config" || rel == INDEX_FILE || rel == KEYS_FILE {
         return Some((rel.to_owned(), FileClass::Mutable, None));
@@ -44,8 +48,8 @@ fn classify(path: &str, mode: RepoMode) -> Option<(String, FileClass, Option<Obj
     let parts: Vec<&str> = rel.split('/').collect();
     match parts.as_slice() {
         ["objects", dir, file] => {
-            let (id, _kind) = parse_object_name(dir, file, mode)?;
-            Some((rel.to_owned(), FileClass::Object, Some(id)))
+            let object = parse_object_name(dir, file, mode)?;
+            Some((rel.to_owned(), FileClass::Object, Some(object)))
         }
         // Static deltas are immutable, like objects.
         ["deltas", file] => {
@@ -109,10 +113,10 @@ fn parse_range(value: &str, size: u64) -> Option<Result<(u64, u64), ()>> {
     Some(Ok(range))
 }
 
-fn etag_for(class: FileClass, id: Option<ObjectId>, meta: &std::fs::Metadata) -> String {
-    match (class, id) {
-        (FileClass::Object, Some(id)) => object_etag(id),
-        _ => format!(
+fn etag_for(id: Option<ObjectId>, meta: &std::fs::Metadata) -> String {
+    match id {
+        Some(id) => object_etag(id),
+        None => format!(
             "\"{:x}-{:x}-{:x}\"",
             meta.mtime(),
             meta.mtime_nsec(),
@@ -206,16 +210,13 @@ pub async fn serve_file(
     }
     state.auth_read(&headers)?;
     let not_found = || ApiError::not_found(format!("no such file: {}", uri.path()));
-    let (rel, class, id) = classify(uri.path(), state.repo.mode()).ok_or_else(not_found)?;
-    let object_id = id.filter(|_| class == FileClass::Object);
-    let (content, size, etag) = match object_id.and_then(|id| state.objects.get(&id)) {
-        Some(bytes) => {
+    let (rel, class, object) = classify(uri.path(), state.repo.mode()).ok_or_else(not_found)?;
+    let object_id = object.map(|(id, _)| id);
+    let cached = object_id.and_then(|id| Some((id, state.objects.get(&id)?)));
+    let (content, size, etag) = match cached {
+        Some((id, bytes)) => {
             let size = bytes.len() as u64;
-            (
-                Content::Memory(bytes),
-                size,
-                object_etag(object_id.expect("cached")),
-            )
+            (Content::Memory(bytes), size, object_etag(id))
         }
         None => {
             let mut file = open_beneath(&state, &rel).map_err(|_| not_found())?;
@@ -224,7 +225,7 @@ pub async fn serve_file(
                 return Err(not_found());
             }
             let size = meta.len();
-            let etag = etag_for(class, id, &meta);
+            let etag = etag_for(object_id, &meta);
             if size <= SMALL_FILE {
                 let mut buf = Vec::with_capacity(size as usize);
                 file.read_to_end(&mut buf)
@@ -301,7 +302,7 @@ pub async fn serve_file(
         return Ok(builder.body(Body::empty()).expect("valid response"));
     }
     Metrics::add(&state.metrics.file_bytes, len);
-    if let Some(kind) = object_kind(&rel, state.repo.mode()).filter(|_| object_id.is_some()) {
+    if let Some((_, kind)) = object {
         state.metrics.object_sent(kind, len);
     }
     let body = match content {
@@ -318,13 +319,6 @@ pub async fn serve_file(
         }
     };
     Ok(builder.body(body).expect("valid response").into_response())
-}
-
-/// The kind of the object file at `rel` (`objects/XX/NAME.EXT`).
-fn object_kind(rel: &str, mode: RepoMode) -> Option<ObjectKind> {
-    let mut parts = rel.split('/').skip(1);
-    let (dir, file) = (parts.next()?, parts.next()?);
-    parse_object_name(dir, file, mode).map(|(_, kind)| kind)
 }
 
 /// A file's bytes as a response body, read in [`CHUNK`]s as the connection
