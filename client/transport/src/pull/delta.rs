@@ -110,8 +110,9 @@ fn run(
     let limits = ReadLimits {
         max_object_bytes: opts.max_object_bytes,
     };
-    // The reader rebuilds and checks objects in order; writers store them
-    // meanwhile (a bounded queue between them keeps memory bounded).
+    // The reader rebuilds and checks objects (parts in parallel); writers
+    // store them meanwhile (a bounded queue between them keeps memory
+    // bounded).
     let txn = Transaction::begin(repo)?;
     let (tx, rx) = std::sync::mpsc::sync_channel::<DeltaObject>(64);
     let rx = Mutex::new(rx);
@@ -148,21 +149,23 @@ fn run(
                 }
             });
         }
-        let mut sink = |obj: DeltaObject| -> treectl_store::Result<()> {
-            if let Some(e) = failed.lock().expect("poisoned").take() {
-                return Err(e);
-            }
-            tx.send(obj).map_err(|_| treectl_store::Error::Delta {
-                reason: "the writers stopped".into(),
-            })
+        let read = {
+            let sink = |obj: DeltaObject| -> treectl_store::Result<()> {
+                if let Some(e) = failed.lock().expect("poisoned").take() {
+                    return Err(e);
+                }
+                tx.send(obj).map_err(|_| treectl_store::Error::Delta {
+                    reason: "the writers stopped".into(),
+                })
+            };
+            delta::read(
+                repo,
+                file,
+                Some((Some(&entry.from), &entry.to)),
+                &limits,
+                &sink,
+            )
         };
-        let read = delta::read(
-            repo,
-            file,
-            Some((Some(&entry.from), &entry.to)),
-            &limits,
-            &mut sink,
-        );
         drop(tx);
         read
     });
