@@ -120,14 +120,7 @@ fn run(
     let stored = AtomicU64::new(0);
     let store = |obj: DeltaObject| -> treectl_store::Result<()> {
         match obj {
-            DeltaObject::File {
-                id,
-                header,
-                content,
-            } => {
-                let written = txn.write_file(&header, &content)?;
-                debug_assert_eq!(written, id);
-            }
+            DeltaObject::File(f) => f.store(&txn)?,
             DeltaObject::Meta { id, kind, data } => {
                 staging.save(&ObjectRef { id, kind }, &data).map_err(|e| {
                     treectl_store::Error::Delta {

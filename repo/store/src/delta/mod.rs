@@ -668,17 +668,37 @@ impl Default for ReadLimits {
 
 /// An object rebuilt from a delta and checked against its id.
 pub enum DeltaObject {
-    File {
-        id: ObjectId,
-        header: FileHeader,
-        content: Vec<u8>,
-    },
+    File(CheckedFile),
     /// A tree, dirmeta or commit: its canonical encoding.
     Meta {
         id: ObjectId,
         kind: ObjectKind,
         data: Vec<u8>,
     },
+}
+
+/// A file object the reader rebuilt and hashed to its id: only [`read`]
+/// makes one, so storing it needs no second hash.
+pub struct CheckedFile {
+    id: ObjectId,
+    header: FileHeader,
+    content: Vec<u8>,
+}
+
+impl CheckedFile {
+    pub fn id(&self) -> ObjectId {
+        self.id
+    }
+    pub fn header(&self) -> &FileHeader {
+        &self.header
+    }
+    pub fn content(&self) -> &[u8] {
+        &self.content
+    }
+    /// Stores the object in `txn` (without hashing it again).
+    pub fn store(&self, txn: &crate::store::Transaction) -> Result<()> {
+        txn.write_file_with_id(self.id, &self.header, &self.content)
+    }
 }
 
 fn read_exact(r: &mut impl Read, buf: &mut [u8], what: &str) -> Result<()> {
@@ -883,7 +903,9 @@ fn rebuild_part(
         return read_objects(&data, p.count, limits, out);
     }
     let (id, base, header, payload) = patch_fields(&p.body, limits)?;
-    let (_, base_content) = repo.read_file(&base)?;
+    // Not hashed here: the object rebuilt from it is, so a damaged base
+    // can only make the patch fail.
+    let (_, base_content) = repo.read_file_unverified(&base)?;
     let size = header.size;
     let content = match p.kind {
         PART_PATCH => {
@@ -908,11 +930,11 @@ fn rebuild_part(
             reason: format!("the delta's patch rebuilds an object that hashes to {actual}"),
         });
     }
-    out.push(DeltaObject::File {
+    out.push(DeltaObject::File(CheckedFile {
         id,
         header,
         content,
-    });
+    }));
     Ok(())
 }
 
@@ -1080,11 +1102,11 @@ fn check(kind: ObjectKind, id: ObjectId, data: &[u8], limits: &ReadLimits) -> Re
                     ),
                 });
             }
-            Ok(DeltaObject::File {
+            Ok(DeltaObject::File(CheckedFile {
                 id,
                 content: content.to_vec(),
                 header,
-            })
+            }))
         }
         _ => {
             match kind {
@@ -1200,13 +1222,9 @@ mod tests {
         let got = Mutex::new(Vec::new());
         let res = read(client, bytes, expect, &ReadLimits::default(), &|o| {
             got.lock().expect("poisoned").push(match o {
-                DeltaObject::File {
-                    id,
-                    header,
-                    content,
-                } => {
-                    assert_eq!(header.id_with_content(&content), id);
-                    (id, ObjectKind::File)
+                DeltaObject::File(f) => {
+                    assert_eq!(f.header().id_with_content(f.content()), f.id());
+                    (f.id(), ObjectKind::File)
                 }
                 DeltaObject::Meta { id, kind, data } => {
                     assert_eq!(ObjectId::of(&data), id);
@@ -1258,11 +1276,7 @@ mod tests {
             &ReadLimits::default(),
             &|o| {
                 match o {
-                    DeltaObject::File {
-                        id,
-                        header,
-                        content,
-                    } => assert_eq!(txn.write_file(&header, &content)?, id),
+                    DeltaObject::File(f) => f.store(&txn)?,
                     DeltaObject::Meta { id, kind, data } => {
                         assert!(txn.stage_bytes(id, kind, &data)?)
                     }
