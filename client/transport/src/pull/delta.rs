@@ -14,7 +14,6 @@ use std::fs::File;
 use std::io::Read;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
 
 use sha2::{Digest, Sha256};
 use treectl_release::summary::DeltaEntry;
@@ -110,13 +109,10 @@ fn run(
     let limits = ReadLimits {
         max_object_bytes: opts.max_object_bytes,
     };
-    // The reader rebuilds and checks objects (parts in parallel); writers
-    // store them meanwhile (a bounded queue between them keeps memory
-    // bounded).
+    // The reader rebuilds and checks the parts in parallel; the thread
+    // that rebuilt an object stores it (the work is CPU-bound: more
+    // threads would only take turns).
     let txn = Transaction::begin(repo)?;
-    let (tx, rx) = std::sync::mpsc::sync_channel::<DeltaObject>(64);
-    let rx = Mutex::new(rx);
-    let failed: Mutex<Option<treectl_store::Error>> = Mutex::new(None);
     let stored = AtomicU64::new(0);
     let store = |obj: DeltaObject| -> treectl_store::Result<()> {
         match obj {
@@ -132,45 +128,19 @@ fn run(
         stored.fetch_add(1, Ordering::Relaxed);
         Ok(())
     };
-    let read = std::thread::scope(|s| {
-        for _ in 0..opts.jobs.clamp(1, 4) {
-            s.spawn(|| loop {
-                let next = rx.lock().expect("queue poisoned").recv();
-                let Ok(obj) = next else { break };
-                if let Err(e) = store(obj) {
-                    failed.lock().expect("poisoned").get_or_insert(e);
-                }
-            });
-        }
-        let read = {
-            let sink = |obj: DeltaObject| -> treectl_store::Result<()> {
-                if let Some(e) = failed.lock().expect("poisoned").take() {
-                    return Err(e);
-                }
-                tx.send(obj).map_err(|_| treectl_store::Error::Delta {
-                    reason: "the writers stopped".into(),
-                })
-            };
-            delta::read(
-                repo,
-                file,
-                Some((Some(&entry.from), &entry.to)),
-                &limits,
-                &sink,
-            )
-        };
-        drop(tx);
-        read
-    });
+    let read = delta::read(
+        repo,
+        file,
+        Some((Some(&entry.from), &entry.to)),
+        &limits,
+        &store,
+    );
     *objects = stored.into_inner();
     // What was rebuilt before a failure is correct: keep it. Unflushed,
     // like the object fetch's batches: the metadata's transaction flushes
     // it.
     let committed = txn.commit_unflushed();
     let info = read.map_err(|e| TransportError::from(e).context(&path))?;
-    if let Some(e) = failed.into_inner().expect("poisoned") {
-        return Err(TransportError::from(e).context(&path));
-    }
     committed?;
     debug_assert_eq!((info.from, info.to), (Some(entry.from), entry.to));
     let _ = std::fs::remove_file(part);
