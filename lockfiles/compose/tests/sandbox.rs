@@ -114,3 +114,46 @@ fn a_failing_script_reports_its_status_and_output() {
     assert_eq!(out.status, "exit status 3");
     assert_eq!(out.tail(), "first\nlast");
 }
+
+#[test]
+fn scripts_are_told_they_run_in_a_chroot_and_their_syncs_are_filtered() {
+    if !tools_or_skip() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let root = tree(dir.path());
+    std::fs::create_dir_all(root.join("usr/bin")).unwrap();
+    // The tree's own ischroot says "no" (as Debian's does under a PID
+    // namespace, where /proc/1 shares the tree's root).
+    let own = "#!/bin/sh\nexit 1\n";
+    std::fs::write(root.join("usr/bin/ischroot"), own).unwrap();
+    std::fs::set_permissions(
+        root.join("usr/bin/ischroot"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let sandbox = Sandbox::new(&root, 1_700_000_000);
+    let out = sandbox
+        .run(&[
+            "/bin/sh",
+            "-c",
+            "/usr/bin/ischroot && echo chroot=yes; \
+             grep '^Seccomp:' /proc/self/status",
+        ])
+        .unwrap();
+    assert!(out.success, "{}: {}", out.status, out.output);
+    assert!(out.output.contains("chroot=yes"), "{}", out.output);
+    // Mode 2: a seccomp filter is in force for the scripts.
+    assert!(out.output.contains("Seccomp:\t2"), "{}", out.output);
+    // The tree keeps its own file; nothing is left beside the tree.
+    assert_eq!(
+        std::fs::read_to_string(root.join("usr/bin/ischroot")).unwrap(),
+        own
+    );
+    let beside: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
+    assert_eq!(beside, [std::ffi::OsString::from("root")]);
+}

@@ -72,7 +72,7 @@ impl ConfigureError {
 
 /// Bumped whenever the step's output for the same input changes (it is part
 /// of the configure cache key).
-pub const CONFIGURE_VERSION: u32 = 2;
+pub const CONFIGURE_VERSION: u32 = 3;
 /// Metadata key of a configured commit: the [`ConfigureReport`] as JSON
 /// (the dpkg version, the scripts that ran, the kernels indexed).
 pub const META_CONFIGURE: &str = "compose.configure";
@@ -267,6 +267,7 @@ pub fn configure(
         }
         report.scripts.push(format!("{} preinst", p.package()));
     }
+    let placeholders = ssh_key_placeholders(root, &opts.remove)?;
     let out = sandbox.run(&["dpkg", "--configure", "-a"])?;
     if !out.success {
         return Err(dpkg_failure(&out));
@@ -280,9 +281,49 @@ pub fn configure(
     report
         .scripts
         .extend(postinst.into_iter().map(|p| format!("{p} postinst")));
+    for p in placeholders {
+        std::fs::remove_file(&p).map_err(ConfigureError::io("removing", &p))?;
+    }
     std::fs::remove_file(&policy).map_err(ConfigureError::io("removing", &policy))?;
     finish::finish(root, &sandbox, &opts.remove, &mut report)?;
     Ok(report)
+}
+
+/// The SSH host keys openssh-server's postinst makes when they are
+/// missing (the ones sshd uses without a `HostKey` setting).
+pub const SSH_HOST_KEYS: [&str; 3] = [
+    "etc/ssh/ssh_host_rsa_key",
+    "etc/ssh/ssh_host_ecdsa_key",
+    "etc/ssh/ssh_host_ed25519_key",
+];
+
+/// Empty files where the host keys go, for each one the lockfile's
+/// `remove` patterns drop anyway: the postinst then makes no key (the
+/// RSA one alone takes a second) that the compose throws away. Each
+/// machine makes its own at first boot ([`finish::SSH_KEYS_UNIT`]).
+/// Returns the files made, which are removed after the scripts.
+fn ssh_key_placeholders(root: &Path, remove: &[String]) -> Result<Vec<PathBuf>, ConfigureError> {
+    let mut made = Vec::new();
+    if !root.join("etc/ssh").is_dir() {
+        return Ok(made);
+    }
+    for key in SSH_HOST_KEYS {
+        let removed = remove.iter().any(|pattern| {
+            let pattern: Vec<&str> = pattern.split('/').filter(|c| !c.is_empty()).collect();
+            let path: Vec<&str> = key.split('/').collect();
+            pattern.len() == path.len()
+                && pattern
+                    .iter()
+                    .zip(&path)
+                    .all(|(p, c)| crate::merge::glob_match(p.as_bytes(), c.as_bytes()))
+        });
+        let path = root.join(key);
+        if removed && path.symlink_metadata().is_err() {
+            std::fs::write(&path, b"").map_err(ConfigureError::io("writing", &path))?;
+            made.push(path);
+        }
+    }
+    Ok(made)
 }
 
 fn write_policy_rc_d(path: &Path) -> Result<(), ConfigureError> {
