@@ -230,6 +230,45 @@ fn walk_refs(
 
 /// Applies one ref update: written to a temporary file in `scratch` (on the
 /// same filesystem), flushed, and renamed into place.
+/// Applies `updates` in order, each atomically on its own. Several new
+/// refs (an import of many packages) are written together: every new
+/// file and directory made durable by one `syncfs`, then each renamed into
+/// place and the renames made durable by another, instead of four or five
+/// syncs per ref.
+pub(crate) fn apply_updates(
+    repo: &Repo,
+    scratch: &Path,
+    updates: &[RefUpdate],
+    fsync: bool,
+) -> Result<()> {
+    if !fsync || updates.len() < 2 || updates.iter().any(|u| u.target.is_none()) {
+        for update in updates {
+            apply_update(repo, scratch, update, fsync)?;
+        }
+        return Ok(());
+    }
+    let mut staged = Vec::with_capacity(updates.len());
+    for (i, update) in updates.iter().enumerate() {
+        let id = update.target.expect("checked above");
+        let path = ref_path(repo, &update.name);
+        let dir = path.parent().expect("ref path has a parent");
+        fs::create_dir_all(dir).map_err(Error::io("creating", dir))?;
+        let tmp = scratch.join(format!("ref-{i}.tmp"));
+        fs::write(&tmp, format!("{id}\n")).map_err(Error::io("updating ref", &path))?;
+        staged.push((tmp, path));
+    }
+    let sync = || {
+        let dir = fs::File::open(scratch).map_err(Error::io("opening", scratch))?;
+        rustix::fs::syncfs(&dir).map_err(|e| Error::io("syncing", scratch)(e.into()))
+    };
+    sync()?;
+    // In order: a later update of the same ref wins, as one by one.
+    for (tmp, path) in &staged {
+        fs::rename(tmp, path).map_err(Error::io("updating ref", path))?;
+    }
+    sync()
+}
+
 pub(crate) fn apply_update(
     repo: &Repo,
     scratch: &Path,
@@ -406,6 +445,54 @@ fn commits_with_prefix(repo: &Repo, prefix: &str) -> Result<Vec<ObjectId>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn many_updates_land_together_in_order() {
+        use crate::store::{RefUpdate, Transaction};
+        let dir = tempfile::tempdir().expect("tempdir");
+        let repo = Repo::init(&dir.path().join("r"), crate::RepoMode::Archive).expect("init");
+        let txn = Transaction::begin(&repo).expect("txn");
+        let a = txn
+            .write_tree(&crate::object::Tree::default())
+            .expect("tree");
+        let meta = txn
+            .write_dirmeta(&crate::object::DirMeta::new(0o755, 0, 0, Vec::new()))
+            .expect("dirmeta");
+        let commit = |ts| {
+            txn.write_commit(&crate::object::Commit {
+                parent: None,
+                root_tree: a,
+                root_meta: meta,
+                timestamp: ts,
+                subject: String::new(),
+                body: String::new(),
+                metadata: Default::default(),
+            })
+            .expect("commit")
+        };
+        let (c1, c2, c3) = (commit(1), commit(2), commit(3));
+        let name = |n: &str| RefName::new(n).expect("ref");
+        let set = |n: &str, c| RefUpdate {
+            name: name(n),
+            target: Some(c),
+        };
+        // New nested directories, and one ref set twice: the later wins.
+        txn.commit(&[
+            set("deb/a/1/amd64", c1),
+            set("deb/b/2%2B1/all", c2),
+            set("deb/a/1/amd64", c3),
+            set("os/stable", c2),
+        ])
+        .expect("store");
+        assert_eq!(read_ref(&repo, &name("deb/a/1/amd64")).expect("a"), c3);
+        assert_eq!(read_ref(&repo, &name("deb/b/2%2B1/all")).expect("b"), c2);
+        assert_eq!(read_ref(&repo, &name("os/stable")).expect("os"), c2);
+        // Nothing left over from the writes.
+        let tmp: Vec<_> = fs::read_dir(repo.path().join("tmp"))
+            .map(|d| d.flatten().map(|e| e.file_name()).collect())
+            .unwrap_or_default();
+        assert!(tmp.is_empty(), "{tmp:?}");
+    }
 
     #[test]
     fn ref_names() {

@@ -444,9 +444,7 @@ impl<'r> Transaction<'r> {
                 .map_err(|e| Error::io("syncing", &self.staging)(e.into()))?;
         }
         failpoint::hit("before-refs");
-        for update in refs {
-            refs::apply_update(self.repo, &self.staging, update, fsync)?;
-        }
+        refs::apply_updates(self.repo, &self.staging, refs, fsync)?;
         failpoint::hit("after-refs");
         self.finished = true;
         remove_tree(&self.staging)
