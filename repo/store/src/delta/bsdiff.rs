@@ -280,19 +280,8 @@ fn best_split<'a>(
 
 #[cfg(test)]
 mod tests {
+    use super::super::tests::noise;
     use super::*;
-
-    fn noise(seed: u32, len: usize) -> Vec<u8> {
-        let mut x = seed | 1;
-        (0..len)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 17;
-                x ^= x << 5;
-                x as u8
-            })
-            .collect()
-    }
 
     /// Like compiled code after a change: a block inserted, everything
     /// after it shifted, and scattered bytes (addresses) changed.

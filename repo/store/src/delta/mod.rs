@@ -185,9 +185,7 @@ fn list_commit(repo: &Repo, commit: &ObjectId) -> Result<Listing> {
             continue;
         }
         for e in repo.read_tree(&tree_id)?.entries {
-            let mut p = path.clone();
-            p.push(b'/');
-            p.extend_from_slice(&e.name);
+            let p = child_path(&path, &e.name);
             match e.kind {
                 EntryKind::Regular { file } => {
                     out.ids.insert((file, ObjectKind::File));
@@ -204,6 +202,15 @@ fn list_commit(repo: &Repo, commit: &ObjectId) -> Result<Listing> {
         }
     }
     Ok(out)
+}
+
+/// `path/name`, paths being `/`-joined entry names from the root.
+fn child_path(path: &[u8], name: &[u8]) -> Vec<u8> {
+    let mut p = Vec::with_capacity(path.len() + 1 + name.len());
+    p.extend_from_slice(path);
+    p.push(b'/');
+    p.extend_from_slice(name);
+    p
 }
 
 /// The objects `to` adds to `from`, each once, with patch bases.
@@ -233,9 +240,7 @@ fn new_items(repo: &Repo, from: Option<&ObjectId>, to: &ObjectId) -> Result<Vec<
             continue;
         }
         for e in repo.read_tree(&tree_id)?.entries {
-            let mut p = path.clone();
-            p.push(b'/');
-            p.extend_from_slice(&e.name);
+            let p = child_path(&path, &e.name);
             match e.kind {
                 EntryKind::Regular { file } | EntryKind::Symlink { file } => {
                     if old.ids.contains(&(file, ObjectKind::File)) || !files_seen.insert(file) {
@@ -1134,17 +1139,21 @@ mod tests {
 
     /// Content a patch shrinks: long, varied, and mostly the same in both
     /// versions.
-    fn big(seed: u32, change: bool) -> Vec<u8> {
-        // xorshift: bytes zstd cannot shrink on their own.
+    /// `len` bytes zstd cannot shrink on their own (xorshift).
+    pub(super) fn noise(seed: u32, len: usize) -> Vec<u8> {
         let mut x = seed | 1;
-        let mut v: Vec<u8> = (0..200_000u32)
+        (0..len)
             .map(|_| {
                 x ^= x << 13;
                 x ^= x >> 17;
                 x ^= x << 5;
                 x as u8
             })
-            .collect();
+            .collect()
+    }
+
+    fn big(seed: u32, change: bool) -> Vec<u8> {
+        let mut v = noise(seed, 200_000);
         if change {
             v[1000..1010].copy_from_slice(b"0123456789");
         }
