@@ -228,8 +228,6 @@ fn walk_refs(
     Ok(())
 }
 
-/// Applies one ref update: written to a temporary file in `scratch` (on the
-/// same filesystem), flushed, and renamed into place.
 /// Applies `updates` in order, each atomically on its own. Several new
 /// refs (an import of many packages) are written together: every new
 /// file and directory made durable by one `syncfs`, then each renamed into
@@ -269,6 +267,8 @@ pub(crate) fn apply_updates(
     sync()
 }
 
+/// Applies one ref update: written to a temporary file in `scratch` (on the
+/// same filesystem), flushed, and renamed into place.
 pub(crate) fn apply_update(
     repo: &Repo,
     scratch: &Path,

@@ -999,11 +999,11 @@ fn rebuild_gzip(payload: &[u8], base: &[u8], text_len: u64, size: u64) -> Result
     }
     let [head, tail, reconstruction] = fields;
     let frame = rest;
-    let start = usize::try_from(base_start).map_err(|_| "the base's stream offset is too large")?;
-    let base_text = deflate::inflate(base, start, DEFLATE_MAX_TEXT as u64)?;
     if text_len > DEFLATE_MAX_TEXT as u64 {
         return Err(format!("a text of {text_len} bytes is over the limit"));
     }
+    let start = usize::try_from(base_start).map_err(|_| "the base's stream offset is too large")?;
+    let base_text = deflate::inflate(base, start, DEFLATE_MAX_TEXT as u64)?;
     let text = decompress(frame, Some(&base_text), text_len)?;
     let stream = deflate::recreate(&text, reconstruction)?;
     if (head.len() + stream.len() + tail.len()) as u64 != size {
