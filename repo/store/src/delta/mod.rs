@@ -867,7 +867,12 @@ fn rebuild(
     // particular order. The error reported is the first failing part's.
     let failure: Mutex<Option<(u64, Error)>> = Mutex::new(None);
     let (objects, patched, parts) = (AtomicU64::new(0), AtomicU64::new(0), AtomicU64::new(0));
-    batch.par_iter().with_max_len(1).for_each(|p| {
+    // The costliest parts first, each thread taking the next one left: a
+    // large part started last would run alone at the end.
+    let mut order: Vec<&RawPart> = batch.iter().collect();
+    order.sort_by_key(|p| std::cmp::Reverse(rebuild_cost(p)));
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let work = |p: &RawPart| {
         if failure.lock().expect("poisoned").is_some() {
             return;
         }
@@ -887,6 +892,15 @@ fn rebuild(
                 }
             }
         }
+    };
+    rayon::scope(|s| {
+        for _ in 0..rayon::current_num_threads().min(order.len()) {
+            s.spawn(|_| {
+                while let Some(p) = order.get(next.fetch_add(1, Ordering::Relaxed)) {
+                    work(p);
+                }
+            });
+        }
     });
     if let Some((_, e)) = failure.into_inner().expect("poisoned") {
         return Err(e);
@@ -895,6 +909,16 @@ fn rebuild(
     info.patched += patched.into_inner();
     info.parts += parts.into_inner();
     Ok(())
+}
+
+/// A rough measure of the CPU a part takes to rebuild: recompressing a
+/// gzip file's text (kind 4) costs far more per byte than the rest.
+fn rebuild_cost(p: &RawPart) -> u64 {
+    match p.kind {
+        PART_DEFLATE => p.raw.saturating_mul(16),
+        PART_BSDIFF => p.raw.saturating_mul(2),
+        _ => p.raw,
+    }
 }
 
 fn rebuild_part(
@@ -1027,16 +1051,29 @@ fn in_part(e: Error, part: u64) -> Error {
 }
 
 fn decompress(data: &[u8], prefix: Option<&[u8]>, size: u64) -> Result<Vec<u8>, String> {
-    let mut d = zstd::zstd_safe::DCtx::create();
-    if let Some(p) = prefix {
-        d.ref_prefix(p)
-            .map_err(|c| zstd::zstd_safe::get_error_name(c).to_owned())?;
+    use zstd::zstd_safe::{get_error_name, DCtx, ResetDirective};
+    thread_local! {
+        // One context per thread for frames without a prefix: making one
+        // per object (some 100 KiB of tables, fresh pages) costs more than
+        // a small object does.
+        static DCTX: std::cell::RefCell<DCtx<'static>> = std::cell::RefCell::new(DCtx::create());
     }
     // Exactly `size` bytes: a frame that decodes to more fails for want
     // of room, one that decodes to fewer is caught below.
     let mut out = Vec::with_capacity(size as usize);
-    d.decompress(&mut out, data)
-        .map_err(|c| format!("decompressing: {}", zstd::zstd_safe::get_error_name(c)))?;
+    let decoded = match prefix {
+        // A prefix borrows into the context: that one is made for it.
+        Some(p) => {
+            let mut d = DCtx::create();
+            d.ref_prefix(p).and_then(|_| d.decompress(&mut out, data))
+        }
+        None => DCTX.with_borrow_mut(|d| {
+            // A frame that failed half-way leaves its state behind.
+            d.reset(ResetDirective::SessionOnly)
+                .and_then(|_| d.decompress(&mut out, data))
+        }),
+    };
+    decoded.map_err(|c| format!("decompressing: {}", get_error_name(c)))?;
     if out.len() as u64 != size {
         return Err(format!(
             "decompresses to {} bytes, declared {size}",
