@@ -247,6 +247,12 @@ fn full_and_incremental_pulls_from_nginx_take_the_packs() {
     assert_eq!(count(&reqs, "/deltas/"), 1, "{reqs:?}");
     assert_eq!(count(&reqs, "/packs/"), 0, "{reqs:?}");
     assert_eq!(count(&reqs, "/objects/"), 0, "{reqs:?}");
+
+    // A client that already has the release reads only the signed index.
+    let reqs = pull(&c, &nginx, &p.tree(2), &[]);
+    assert_eq!(count(&reqs, "/packs/"), 0, "{reqs:?}");
+    assert_eq!(count(&reqs, "/objects/"), 0, "{reqs:?}");
+    assert_eq!(count(&reqs, "/deltas/"), 0, "{reqs:?}");
 }
 
 /// A copy of the published repository that a test may damage, served by

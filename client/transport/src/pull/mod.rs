@@ -49,7 +49,7 @@ pub use treectl_release::summary::{Barrier, Rollout};
 use treectl_store::object::Commit;
 use treectl_store::refs::RefName;
 use treectl_store::store::{LockKind, RepoLock};
-use treectl_store::{ObjectId, Repo};
+use treectl_store::{ObjectId, ObjectKind, Repo};
 
 use crate::client::{HttpPolicy, LowSpeed};
 use crate::error::TransportError;
@@ -220,9 +220,12 @@ pub fn pull(
         progress.phase("delta");
         delta::apply(repo, &source, &staging, entry, opts)
     });
-    // A delta that worked delivered every object TO adds: the packs'
-    // indexes would be fetched for nothing.
-    if delta.as_ref().is_none_or(|d| d.error.is_some()) {
+    // A delta that worked delivered every object TO adds, and a commit
+    // already stored whole needs nothing: the packs' indexes would be
+    // fetched for nothing.
+    let stored_whole = repo.has_object(&commit_id, ObjectKind::Commit)
+        && !treectl_store::fsck::is_partial(repo, &commit_id);
+    if !stored_whole && delta.as_ref().is_none_or(|d| d.error.is_some()) {
         source.load_packs(&accepted.index.packs);
     }
     let walked = walk::walk(repo, &source, &staging, &commit_id, counters, &where_)?;
