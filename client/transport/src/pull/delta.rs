@@ -3,13 +3,16 @@
 //! downloaded into the pull's staging (`tmp/pull-NAME/`), resuming an
 //! interrupted download with a Range request, checked against the size and
 //! SHA-256 the index gives, then read: every object it holds is rebuilt
-//! and hashed against its id before it is kept (file objects into the
-//! store in one transaction, the commit, trees and dirmetas into the staging).
-//! The walk that follows finds them there and fetches by objects only
-//! what is still missing, which is everything when the delta failed: a
-//! bad delta costs its download, never a wrong object, and what it
-//! delivered correctly before it failed is kept.
+//! and hashed against its id before it is kept (file objects into a
+//! store transaction, the commit, trees and dirmetas into the staging).
+//! The transaction is handed back uncommitted ([`Delivered`]): the pull
+//! commits it while the walk runs, the walk counting its objects as
+//! present, and fetches by objects only what is still missing, which is
+//! everything when the delta failed: a bad delta costs its download, never
+//! a wrong object, and what it delivered correctly before it failed is
+//! kept.
 
+use std::collections::HashSet;
 use std::fs::File;
 use std::io::Read;
 use std::path::PathBuf;
@@ -60,15 +63,33 @@ pub(super) fn choose<'i>(
     candidates.first().copied()
 }
 
-/// Downloads, checks and reads `entry`; returns how it went. Never fails
-/// the pull: a delta that cannot be used is reported in `error`.
-pub(super) fn apply(
-    repo: &Repo,
+/// The file objects a delta delivered, staged in a store transaction
+/// that is not committed yet.
+pub(super) struct Delivered<'r> {
+    txn: Transaction<'r>,
+    /// What the transaction holds, for the walk to count as present.
+    pub present: HashSet<ObjectRef>,
+}
+
+impl Delivered<'_> {
+    /// Makes the objects visible (unflushed, like the object fetch's
+    /// batches: the metadata's transaction flushes them before its own
+    /// renames).
+    pub fn commit(self) -> treectl_store::Result<()> {
+        self.txn.commit_unflushed()
+    }
+}
+
+/// Downloads, checks and reads `entry`; returns how it went and the file
+/// objects it delivered, if any. Never fails the pull: a delta that
+/// cannot be used is reported in `error`.
+pub(super) fn apply<'r>(
+    repo: &'r Repo,
     source: &HttpSource,
     staging: &Staging,
     entry: &DeltaEntry,
     opts: &PullOptions,
-) -> DeltaUse {
+) -> (DeltaUse, Option<Delivered<'r>>) {
     let mut used = DeltaUse {
         from: entry.from,
         size: entry.size,
@@ -77,24 +98,45 @@ pub(super) fn apply(
     };
     let name = delta::file_name(Some(&entry.from), &entry.to);
     let part = staging.dir().join(format!("{name}.part"));
-    if let Err(e) = run(repo, source, staging, entry, opts, &part, &mut used.objects) {
+    let mut delivered = None;
+    let result = run(
+        repo,
+        source,
+        staging,
+        entry,
+        opts,
+        &part,
+        &mut used.objects,
+        &mut delivered,
+    );
+    if let Err(e) = result {
         // A delta that failed its checks is not resumed next time.
         if !e.is_transient() {
             let _ = std::fs::remove_file(&part);
         }
         used.error = Some(e.chain_text());
     }
-    used
+    let delivered = delivered.map(|txn: Transaction<'r>| Delivered {
+        present: txn
+            .staged_objects()
+            .into_iter()
+            .map(|(id, kind)| ObjectRef { id, kind })
+            .collect(),
+        txn,
+    });
+    (used, delivered)
 }
 
-fn run(
-    repo: &Repo,
+#[allow(clippy::too_many_arguments)]
+fn run<'r>(
+    repo: &'r Repo,
     source: &HttpSource,
     staging: &Staging,
     entry: &DeltaEntry,
     opts: &PullOptions,
     part: &PathBuf,
     objects: &mut u64,
+    delivered: &mut Option<Transaction<'r>>,
 ) -> Result<(), TransportError> {
     let path = format!("/{}", delta::relative_path(Some(&entry.from), &entry.to));
     source.download(&path, part, entry.size)?;
@@ -136,12 +178,9 @@ fn run(
         &store,
     );
     *objects = stored.into_inner();
-    // What was rebuilt before a failure is correct: keep it. Unflushed,
-    // like the object fetch's batches: the metadata's transaction flushes
-    // it.
-    let committed = txn.commit_unflushed();
+    // What was rebuilt before a failure is correct: keep it.
+    *delivered = Some(txn);
     let info = read.map_err(|e| TransportError::from(e).context(&path))?;
-    committed?;
     debug_assert_eq!((info.from, info.to), (Some(entry.from), entry.to));
     let _ = std::fs::remove_file(part);
     Ok(())

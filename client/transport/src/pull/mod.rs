@@ -216,10 +216,14 @@ pub fn pull(
         true => None,
         false => delta::choose(repo, &accepted.index.deltas, &commit_id, already.as_ref()),
     };
-    let delta = chosen.map(|entry| {
-        progress.phase("delta");
-        delta::apply(repo, &source, &staging, entry, opts)
-    });
+    let (delta, delivered) = match chosen {
+        Some(entry) => {
+            progress.phase("delta");
+            let (used, delivered) = delta::apply(repo, &source, &staging, entry, opts);
+            (Some(used), delivered)
+        }
+        None => (None, None),
+    };
     // A delta that worked delivered every object TO adds, and a commit
     // already stored whole needs nothing: the packs' indexes would be
     // fetched for nothing.
@@ -228,10 +232,33 @@ pub fn pull(
     if !stored_whole && delta.as_ref().is_none_or(|d| d.error.is_some()) {
         source.load_packs(&accepted.index.packs);
     }
-    let walked = walk::walk(repo, &source, &staging, &commit_id, counters, &where_)?;
-    progress.phase("objects");
-    let files = fetch::files(repo, &source, &walked.files, opts, counters, &where_)?;
-    stage::store(repo, &walked)?;
+    // The delta's objects are committed (mostly a flush to disk) while
+    // the walk finds what else is missing, the fetch gets it and the new
+    // metadata is written; that is committed only once they are in.
+    let present = delivered
+        .as_ref()
+        .map(|d| d.present.clone())
+        .unwrap_or_default();
+    let flush = !present.is_empty();
+    let (walked, files, metas) = std::thread::scope(|s| {
+        let committing = delivered.map(|d| s.spawn(move || d.commit()));
+        let fetched = walk::walk(
+            repo, &present, &source, &staging, &commit_id, counters, &where_,
+        )
+        .and_then(|walked| {
+            progress.phase("objects");
+            let files = fetch::files(repo, &source, &walked.files, opts, counters, &where_)?;
+            let metas = stage::write(repo, &walked, flush)?;
+            Ok((walked, files, metas))
+        });
+        if let Some(c) = committing {
+            c.join().expect("the delta's commit panicked")?;
+        }
+        fetched
+    })?;
+    if let Some(txn) = metas {
+        txn.commit(&[])?;
+    }
     commit::record(
         repo,
         remote_name,
@@ -393,7 +420,15 @@ pub fn plan(
     source.load_packs(&accepted.index.packs);
     let _lock = RepoLock::acquire(repo.path(), LockKind::Shared)?;
     let staging = stage::Staging::open(repo, remote_name)?;
-    let walked = walk::walk(repo, &source, &staging, &commit_id, counters, &where_)?;
+    let walked = walk::walk(
+        repo,
+        &Default::default(),
+        &source,
+        &staging,
+        &commit_id,
+        counters,
+        &where_,
+    )?;
     let sizes = source
         .sizes(&walked.files)
         .map_err(|e| e.context(&where_))?;

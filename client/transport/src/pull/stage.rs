@@ -66,12 +66,18 @@ impl Staging {
     }
 }
 
-/// Stores the walk's new trees, dirmetas and commit, children first.
-/// Also when there are none but files were fetched: this transaction's
-/// commit flushes the file batches' renames.
-pub(super) fn store(repo: &Repo, walked: &Walked) -> Result<(), TransportError> {
-    if walked.need.is_empty() && walked.files.is_empty() {
-        return Ok(());
+/// Writes the walk's new trees, dirmetas and commit, children first,
+/// into a transaction for the caller to commit; `None` when there is
+/// nothing to commit. There is also when there are none but files were
+/// fetched, or `flush` (files were delivered otherwise): the commit flushes
+/// those files' renames before its own.
+pub(super) fn write<'r>(
+    repo: &'r Repo,
+    walked: &Walked,
+    flush: bool,
+) -> Result<Option<Transaction<'r>>, TransportError> {
+    if walked.need.is_empty() && walked.files.is_empty() && !flush {
+        return Ok(None);
     }
     let txn = Transaction::begin(repo)?;
     let metas = walked
@@ -89,6 +95,5 @@ pub(super) fn store(repo: &Repo, walked: &Walked) -> Result<(), TransportError> 
         })?;
         txn.write_wire_form(&obj.id, obj.kind, data)?;
     }
-    txn.commit(&[])?;
-    Ok(())
+    Ok(Some(txn))
 }

@@ -43,6 +43,7 @@ pub(super) struct Walked {
 /// Fetches and stages a level's metadata: the shared state of a walk.
 struct Walker<'a> {
     repo: &'a Repo,
+    present: &'a HashSet<ObjectRef>,
     source: &'a dyn ObjectSource,
     staging: &'a Staging,
     counters: &'a Counters,
@@ -51,9 +52,11 @@ struct Walker<'a> {
 }
 
 /// Walks `commit`'s closure in `repo`, fetching what it lacks of the
-/// metadata from `source`.
+/// metadata from `source`. Objects in `present` (being committed while
+/// the walk runs) count as stored.
 pub(super) fn walk(
     repo: &Repo,
+    present: &HashSet<ObjectRef>,
     source: &dyn ObjectSource,
     staging: &Staging,
     commit: &ObjectId,
@@ -62,6 +65,7 @@ pub(super) fn walk(
 ) -> Result<Walked, TransportError> {
     let w = Walker {
         repo,
+        present,
         source,
         staging,
         counters,
@@ -111,7 +115,7 @@ impl Walker<'_> {
         let mut seen = 0;
         for depth in 1.. {
             let trees = closure.take_pending();
-            let lacks = lacking(self.repo, &closure.objects()[seen..]);
+            let lacks = lacking(self.repo, self.present, &closure.objects()[seen..]);
             seen = closure.len();
             if trees.is_empty() {
                 // Only files can be new once no tree is pending.
@@ -180,14 +184,18 @@ impl Walker<'_> {
     }
 }
 
-/// The objects of `reached` the store lacks, in order. One look-up each,
-/// on every core: a release reaches thousands.
-fn lacking(repo: &Repo, reached: &[(ObjectId, ObjectKind)]) -> Vec<ObjectRef> {
+/// The objects of `reached` neither in `present` nor in the store, in
+/// order. One look-up each, on every core: a release reaches thousands.
+fn lacking(
+    repo: &Repo,
+    present: &HashSet<ObjectRef>,
+    reached: &[(ObjectId, ObjectKind)],
+) -> Vec<ObjectRef> {
     use rayon::prelude::*;
     reached
         .par_iter()
-        .filter(|(id, kind)| !repo.has_object(id, *kind))
         .map(|&(id, kind)| ObjectRef { id, kind })
+        .filter(|obj| !present.contains(obj) && !repo.has_object(&obj.id, obj.kind))
         .collect()
 }
 

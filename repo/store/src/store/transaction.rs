@@ -10,6 +10,7 @@
 //! The staging directory of a dead process is removed by the next
 //! transaction or by prune.
 
+use rayon::prelude::*;
 use std::cell::RefCell;
 use std::collections::HashSet;
 use std::fs::{self, File, OpenOptions};
@@ -395,6 +396,11 @@ impl<'r> Transaction<'r> {
         self.staged.lock().expect("staged list poisoned").len()
     }
 
+    /// The objects this transaction has written so far, in write order.
+    pub fn staged_objects(&self) -> Vec<(ObjectId, ObjectKind)> {
+        self.staged.lock().expect("staged list poisoned").clone()
+    }
+
     /// Makes every staged object durable and visible, then applies the ref
     /// updates.
     pub fn commit(self, refs: &[RefUpdate]) -> Result<()> {
@@ -421,24 +427,30 @@ impl<'r> Transaction<'r> {
                 .map_err(|e| Error::io("syncing", &self.staging)(e.into()))?;
         }
         let staged = std::mem::take(&mut *self.staged.lock().expect("staged list poisoned"));
-        for (id, kind) in &staged {
-            let from = self.staged_path(id, *kind);
-            let to = self.repo.object_path(id, *kind);
-            match rustix::fs::renameat_with(
-                rustix::fs::CWD,
-                &from,
-                rustix::fs::CWD,
-                &to,
-                rustix::fs::RenameFlags::NOREPLACE,
-            ) {
-                Ok(()) => {}
-                // Another transaction stored the same object first; keep its
-                // inode (checkouts may already hardlink it).
-                Err(rustix::io::Errno::EXIST) => {}
-                Err(e) => return Err(Error::io("storing", &to)(e.into())),
-            }
-            failpoint::hit("store-object");
-        }
+        // Every object is durable by now: the renames may land in any
+        // order, so they are spread over the cores.
+        staged
+            .par_iter()
+            .with_min_len(64)
+            .try_for_each(|(id, kind)| {
+                let from = self.staged_path(id, *kind);
+                let to = self.repo.object_path(id, *kind);
+                match rustix::fs::renameat_with(
+                    rustix::fs::CWD,
+                    &from,
+                    rustix::fs::CWD,
+                    &to,
+                    rustix::fs::RenameFlags::NOREPLACE,
+                ) {
+                    Ok(()) => {}
+                    // Another transaction stored the same object first; keep its
+                    // inode (checkouts may already hardlink it).
+                    Err(rustix::io::Errno::EXIST) => {}
+                    Err(e) => return Err(Error::io("storing", &to)(e.into())),
+                }
+                failpoint::hit("store-object");
+                Ok(())
+            })?;
         if fsync && flush_renames && !staged.is_empty() {
             rustix::fs::syncfs(&staging_dir)
                 .map_err(|e| Error::io("syncing", &self.staging)(e.into()))?;
