@@ -1053,24 +1053,30 @@ fn in_part(e: Error, part: u64) -> Error {
 fn decompress(data: &[u8], prefix: Option<&[u8]>, size: u64) -> Result<Vec<u8>, String> {
     use zstd::zstd_safe::{get_error_name, DCtx, ResetDirective};
     thread_local! {
-        // One context per thread for frames without a prefix: making one
-        // per object (some 100 KiB of tables, fresh pages) costs more than
-        // a small object does.
+        // One context per thread: making one per object (some 100 KiB of
+        // tables, fresh pages) costs more than a small object does.
         static DCTX: std::cell::RefCell<DCtx<'static>> = std::cell::RefCell::new(DCtx::create());
     }
+    // zstd's dictionary magic number: a prefix starting with it would be
+    // read as a dictionary by `decompress_using_dict`.
+    const DICT_MAGIC: [u8; 4] = 0xEC30_A437u32.to_le_bytes();
     // Exactly `size` bytes: a frame that decodes to more fails for want
     // of room, one that decodes to fewer is caught below.
     let mut out = Vec::with_capacity(size as usize);
     let decoded = match prefix {
-        // A prefix borrows into the context: that one is made for it.
-        Some(p) => {
+        // Only a prefix reads such a base as raw content.
+        Some(p) if p.len() >= 8 && p.starts_with(&DICT_MAGIC) => {
             let mut d = DCtx::create();
             d.ref_prefix(p).and_then(|_| d.decompress(&mut out, data))
         }
-        None => DCTX.with_borrow_mut(|d| {
+        _ => DCTX.with_borrow_mut(|d| {
             // A frame that failed half-way leaves its state behind.
-            d.reset(ResetDirective::SessionOnly)
-                .and_then(|_| d.decompress(&mut out, data))
+            d.reset(ResetDirective::SessionOnly)?;
+            match prefix {
+                // Any other base is raw content, exactly as a prefix.
+                Some(p) => d.decompress_using_dict(&mut out, data, p),
+                None => d.decompress(&mut out, data),
+            }
         }),
     };
     decoded.map_err(|c| format!("decompressing: {}", get_error_name(c)))?;
@@ -1174,8 +1180,6 @@ mod tests {
     use crate::store::Transaction;
     use crate::RepoMode;
 
-    /// Content a patch shrinks: long, varied, and mostly the same in both
-    /// versions.
     /// `len` bytes zstd cannot shrink on their own (xorshift).
     pub(super) fn noise(seed: u32, len: usize) -> Vec<u8> {
         let mut x = seed | 1;
@@ -1189,6 +1193,28 @@ mod tests {
             .collect()
     }
 
+    #[test]
+    fn a_base_is_raw_content_whatever_it_starts_with() {
+        let magic = 0xEC30_A437u32.to_le_bytes();
+        let dictionary_like = [&magic[..], &noise(3, 60_000)].concat();
+        for base in [
+            dictionary_like,
+            noise(5, 60_000),
+            b"short".to_vec(),
+            Vec::new(),
+        ] {
+            let content = [&base[..], b"and a little more"].concat();
+            let frame = compress(&content, Some(&base), 3).expect("compress");
+            // Twice: the second reuses the thread's context.
+            for _ in 0..2 {
+                let out = decompress(&frame, Some(&base), content.len() as u64);
+                assert_eq!(out.as_deref(), Ok(&content[..]));
+            }
+        }
+    }
+
+    /// Content a patch shrinks: long, varied, and mostly the same in both
+    /// versions.
     fn big(seed: u32, change: bool) -> Vec<u8> {
         let mut v = noise(seed, 200_000);
         if change {
