@@ -228,48 +228,57 @@ fn failing_and_hostile_scripts() {
         &["compose", "--lockfile", lock_s, "--ref", "os/base"],
     );
 
-    // A postinst that fails: one line naming it, its output before it.
-    let bad = script_deb(
-        t.path(),
-        "bad-postinst",
-        &[("postinst", "#!/bin/sh\necho about to fail\nexit 3\n")],
-    );
-    let bad_lock = t.path().join("bad.lock");
-    std::fs::copy(&lock, &bad_lock).unwrap();
-    let bad_lock_s = bad_lock.to_str().unwrap();
-    ok(
-        &repo,
-        &[
-            "lock",
-            "add",
-            "--lockfile",
-            bad_lock_s,
-            "--deb",
-            bad.to_str().unwrap(),
-        ],
-    );
-    let before = refs(&repo);
-    let o = run(
-        &repo,
-        &["compose", "--lockfile", bad_lock_s, "--ref", "os/bad"],
-    );
-    assert_eq!(o.status.code(), Some(1));
-    let err = String::from_utf8_lossy(&o.stderr);
-    let last = err.lines().last().unwrap_or_default();
-    assert_eq!(
-        last, "error: package bad-postinst: postinst failed with exit status 3",
-        "{err}"
-    );
-    assert!(err.contains("  | about to fail"), "{err}");
-    assert!(refs(&repo) == before, "no ref may move");
-    let scratch: Vec<_> = std::fs::read_dir(repo.join("tmp"))
-        .unwrap()
-        .flatten()
-        .filter(|e| e.file_name().to_string_lossy().starts_with("configure-"))
-        .collect();
-    assert!(scratch.is_empty(), "the scratch checkout is removed");
-    let fsck = run(&repo, &["fsck"]);
-    assert!(fsck.status.success(), "{fsck:?}");
+    // A postinst or a preinst that fails: one line naming it, its own
+    // output before it; no ref moves, no scratch is left, fsck is clean.
+    for (name, script, body, line) in [
+        (
+            "bad-postinst",
+            "postinst",
+            "#!/bin/sh\necho about to fail\nexit 3\n",
+            "error: package bad-postinst: postinst failed with exit status 3",
+        ),
+        (
+            "bad-preinst",
+            "preinst",
+            "#!/bin/sh\necho about to fail\nexit 4\n",
+            "error: package bad-preinst: preinst failed with exit status 4",
+        ),
+    ] {
+        let bad = script_deb(t.path(), name, &[(script, body)]);
+        let bad_lock = t.path().join(format!("{name}.lock"));
+        std::fs::copy(&lock, &bad_lock).unwrap();
+        let bad_lock_s = bad_lock.to_str().unwrap();
+        ok(
+            &repo,
+            &[
+                "lock",
+                "add",
+                "--lockfile",
+                bad_lock_s,
+                "--deb",
+                bad.to_str().unwrap(),
+            ],
+        );
+        let before = refs(&repo);
+        let o = run(
+            &repo,
+            &["compose", "--lockfile", bad_lock_s, "--ref", "os/bad"],
+        );
+        assert_eq!(o.status.code(), Some(1));
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(err.lines().last().unwrap_or_default(), line, "{err}");
+        assert!(err.contains("  | about to fail"), "{err}");
+        assert!(!err.contains("treectl preinst"), "{err}");
+        assert!(refs(&repo) == before, "no ref may move");
+        let scratch: Vec<_> = std::fs::read_dir(repo.join("tmp"))
+            .unwrap()
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().starts_with("configure-"))
+            .collect();
+        assert!(scratch.is_empty(), "the scratch checkout is removed");
+        let fsck = run(&repo, &["fsck"]);
+        assert!(fsck.status.success(), "{fsck:?}");
+    }
 
     // A hostile package: its scripts try to write outside the tree, reach
     // the network, see host processes and keep a process running.

@@ -860,7 +860,10 @@ impl ScratchDir {
 
 impl Drop for ScratchDir {
     fn drop(&mut self) {
-        // Best effort; see the type's docs.
-        let _ = std::fs::remove_dir_all(&self.0);
+        // Best effort; see the type's docs. What the parallel removal
+        // leaves (it stops at the first error), the plain one tries again.
+        if treectl_store::fsutil::remove_dir_all_parallel(&self.0).is_err() {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
     }
 }

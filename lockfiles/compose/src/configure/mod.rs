@@ -233,40 +233,15 @@ pub fn configure(
         dpkg_version: dpkg_version(&sandbox)?,
         ..Default::default()
     };
-    for i in install_order(packages) {
-        let p = &packages[i];
-        if !p.members.contains_key("preinst") {
-            continue;
-        }
-        let script = format!(
-            "/{}/info/{}.preinst",
-            dpkg_db::DPKG_DIR,
-            dpkg_db::info_name(&p.control())
-        );
-        // What dpkg gives a maintainer script (dpkg-maintscript-helper
-        // needs it).
-        let control = p.control();
-        let arch = dpkg_db::field(&control, "Architecture").unwrap_or("all");
-        let env = [
-            ("DPKG_MAINTSCRIPT_PACKAGE", p.package()),
-            ("DPKG_MAINTSCRIPT_PACKAGE_REFCOUNT", "1"),
-            ("DPKG_MAINTSCRIPT_ARCH", arch),
-            ("DPKG_MAINTSCRIPT_NAME", "preinst"),
-            ("DPKG_RUNNING_VERSION", &report.dpkg_version),
-            ("DPKG_ADMINDIR", "/var/lib/dpkg"),
-            ("DPKG_ROOT", ""),
-        ];
-        let out = sandbox.run_with_env(&[&script, "install"], &env)?;
-        if !out.success {
-            return Err(ConfigureError::Script {
-                package: p.package().to_owned(),
-                script: "preinst".into(),
-                status: out.status.clone(),
-                tail: out.tail(),
-            });
-        }
-        report.scripts.push(format!("{} preinst", p.package()));
-    }
+    let preinsts: Vec<&DebPackage> = install_order(packages)
+        .into_iter()
+        .map(|i| &packages[i])
+        .filter(|p| p.members.contains_key("preinst"))
+        .collect();
+    run_preinsts(&sandbox, &preinsts, &report.dpkg_version)?;
+    report
+        .scripts
+        .extend(preinsts.iter().map(|p| format!("{} preinst", p.package())));
     let placeholders = ssh_key_placeholders(root, &opts.remove)?;
     let out = sandbox.run(&["dpkg", "--configure", "-a"])?;
     if !out.success {
@@ -287,6 +262,103 @@ pub fn configure(
     std::fs::remove_file(&policy).map_err(ConfigureError::io("removing", &policy))?;
     finish::finish(root, &sandbox, &opts.remove, &mut report)?;
     Ok(report)
+}
+
+/// Runs `preinst install` of each of `packages`, in order, with what dpkg
+/// gives a maintainer script (dpkg-maintscript-helper needs it), all in
+/// one sandbox run ([`PREINST_DRIVER`]). The first that fails stops the
+/// run and is the error.
+fn run_preinsts(
+    sandbox: &Sandbox,
+    packages: &[&DebPackage],
+    dpkg_version: &str,
+) -> Result<(), ConfigureError> {
+    if packages.is_empty() {
+        return Ok(());
+    }
+    let mut args: Vec<String> = Vec::with_capacity(3 * packages.len());
+    for p in packages {
+        let control = p.control();
+        let arch = dpkg_db::field(&control, "Architecture").unwrap_or("all");
+        args.push(p.package().to_owned());
+        args.push(arch.to_owned());
+        args.push(format!(
+            "/{}/info/{}.preinst",
+            dpkg_db::DPKG_DIR,
+            dpkg_db::info_name(&control)
+        ));
+    }
+    let mut argv = vec!["/bin/sh", "-c", PREINST_DRIVER, "preinst"];
+    argv.extend(args.iter().map(String::as_str));
+    let env = [
+        ("DPKG_MAINTSCRIPT_NAME", "preinst"),
+        ("DPKG_MAINTSCRIPT_PACKAGE_REFCOUNT", "1"),
+        ("DPKG_RUNNING_VERSION", dpkg_version),
+        ("DPKG_ADMINDIR", "/var/lib/dpkg"),
+        ("DPKG_ROOT", ""),
+    ];
+    let out = sandbox.run_with_env(&argv, &env)?;
+    if out.success {
+        return Ok(());
+    }
+    Err(preinst_failure(&out))
+}
+
+/// The shell script that runs the `preinst` scripts: its arguments are
+/// `package architecture script` triples. Before each it prints a line
+/// `<RS>treectl preinst PACKAGE`; when one fails, `<RS>treectl preinst
+/// PACKAGE failed N` (its exit status) and it stops.
+pub const PREINST_DRIVER: &str = r#"while [ $# -ge 3 ]; do
+    printf '\036treectl preinst %s\n' "$1"
+    DPKG_MAINTSCRIPT_PACKAGE=$1 DPKG_MAINTSCRIPT_ARCH=$2 "$3" install
+    status=$?
+    if [ "$status" -ne 0 ]; then
+        printf '\036treectl preinst %s failed %s\n' "$1" "$status"
+        exit 1
+    fi
+    shift 3
+done"#;
+
+/// How [`PREINST_DRIVER`]'s lines start.
+const MARK: &str = "\u{1e}treectl preinst ";
+
+/// The error for a failed [`PREINST_DRIVER`] run: the package whose script
+/// failed, its status, and its own output (the driver's lines left out).
+fn preinst_failure(out: &sandbox::RunOutput) -> ConfigureError {
+    // A script's last line may lack its newline: the marks are looked for
+    // anywhere in a line.
+    fn mark(l: &str) -> Option<&str> {
+        l.find(MARK).map(|at| &l[at + MARK.len()..])
+    }
+    let lines: Vec<&str> = out.output.lines().collect();
+    let failed = lines
+        .iter()
+        .rev()
+        .find_map(|l| mark(l)?.split_once(" failed "));
+    let Some((package, status)) = failed else {
+        // The driver itself did not run (no /bin/sh in the tree?).
+        return ConfigureError::Script {
+            package: "(preinst)".into(),
+            script: "the preinst scripts".into(),
+            status: out.status.clone(),
+            tail: out.tail(),
+        };
+    };
+    let start = lines
+        .iter()
+        .rposition(|l| mark(l) == Some(package))
+        .map_or(0, |i| i + 1);
+    let own: Vec<&str> = lines[start..]
+        .iter()
+        .map(|l| l.find(MARK).map_or(*l, |at| &l[..at]))
+        .filter(|l| !l.is_empty())
+        .collect();
+    ConfigureError::Script {
+        package: package.to_owned(),
+        script: "preinst".into(),
+        status: format!("exit status {status}"),
+        tail: own[own.len().saturating_sub(sandbox::TAIL_LINES)..].join("\n"),
+    }
 }
 
 /// The SSH host keys openssh-server's postinst makes when they are
@@ -426,6 +498,34 @@ mod tests {
             .map(|i| ps[i].package())
             .collect();
         assert_eq!(names, ["libc6", "liba", "libb", "app", "x", "y"]);
+    }
+
+    #[test]
+    fn preinst_failures_name_package_and_status_with_its_own_output() {
+        let out = sandbox::RunOutput {
+            success: false,
+            status: "exit status 1".into(),
+            output: "\u{1e}treectl preinst good\nfine\n\u{1e}treectl preinst bad\none\nno newline\u{1e}treectl preinst bad failed 4\n".into(),
+        };
+        let e = preinst_failure(&out);
+        assert_eq!(
+            e.to_string(),
+            "package bad: preinst failed with exit status 4"
+        );
+        let ConfigureError::Script { tail, .. } = e else {
+            panic!("not a script error");
+        };
+        assert_eq!(tail, "one\nno newline");
+        // Without the driver's marks (it did not run): the run's status.
+        let out = sandbox::RunOutput {
+            success: false,
+            status: "exit status 127".into(),
+            output: "bwrap: execvp /bin/sh: No such file or directory\n".into(),
+        };
+        assert_eq!(
+            preinst_failure(&out).to_string(),
+            "package (preinst): the preinst scripts failed with exit status 127"
+        );
     }
 
     #[test]
