@@ -138,19 +138,20 @@ Goals (configure issue, acceptance 5): the cold compose at least 2x faster than
 mmdebstrap, the recompose after the v1 -> v2 update at least 5x faster than mmdebstrap
 from scratch, the unchanged recompose under 1 s.
 
-Where the time goes (measured once with timers around each phase, corpus v1, one
-run, 2026-12-06): importing 2.5 s (xz decompression of the packages on both cores
-1.9 s, storing 0.5 s); in compose, the checkout 0.4 s, setting timestamps and the
-dpkg database 0.15 s, the \`preinst\` scripts 0.5 s, \`dpkg --configure -a\` 5.6 s,
-writing the configured tree back 0.3 s, removing the scratch copy 0.3 s. The
-maintainer scripts are the work mmdebstrap does too (\`update-ca-certificates\` twice
-1.5 s, python byte-compiling 1 s, about 0.03 s of dpkg and debconf per package).
-What the configure step no longer spends (each a rule in docs/lockfile.md): the
-1,300 \`fsync\` calls of dpkg (a seccomp filter makes them no-ops in the scratch
-tree), libc6's one-second wait after re-executing init (\`ischroot\` says yes), and
-the SSH host keys that the default \`remove\` drops. A recompose runs every script
-again: reusing the previous configured tree would make the result depend on the
-previous lockfile, and the same lockfile must give the same commit id.
+Where the time goes (a system-wide profile of one cold run, 2026-12-06): importing
+2.4 s (xz decompression of the packages on both cores 1.9 s, then flushing and
+renaming the objects into the store); in compose, merging and the checkout 0.7 s,
+the maintainer scripts 6 s, writing the configured tree back 0.3 s, removing the
+scratch copy 0.15 s. The scripts are the work mmdebstrap does too, one package at
+a time as dpkg configures them, so one core stays idle: \`update-ca-certificates\`
+twice 1.2 s, python byte-compiling 1 s, \`deb-systemd-helper\` 0.8 s, debconf
+0.6 s, \`systemd-hwdb\` 0.3 s. What the configure step no longer spends (each a
+rule in docs/lockfile.md): the 1,300 \`fsync\` calls of dpkg (a seccomp filter
+makes them no-ops in the scratch tree), libc6's one-second wait after re-executing
+init (\`ischroot\` says yes), the SSH host keys that the default \`remove\`
+drops, and a sandbox per \`preinst\` (one runs them all). A recompose runs every
+script again: reusing the previous configured tree would make the result depend
+on the previous lockfile, and the same lockfile must give the same commit id.
 <!-- bench/configure.sh end -->
 EOF
 )
