@@ -37,6 +37,8 @@ pub enum Error {
     InvalidRef { name: String, reason: &'static str },
     #[error("ref {name} does not exist")]
     RefNotFound { name: String },
+    #[error("ref {name} cannot be created: {conflict}")]
+    RefConflict { name: String, conflict: String },
     #[error("{rev:?} is not a ref, a commit id or a unique commit id prefix")]
     UnknownRevision { rev: String },
     #[error("commit id prefix {prefix} is ambiguous: it matches {}", candidates.iter().map(|c| c.short()).collect::<Vec<_>>().join(", "))]

@@ -90,8 +90,16 @@ fn read_ref_file(path: &Path) -> Result<Option<ObjectId>> {
                 id: ObjectId([0; 32]),
                 reason: format!("ref file {} does not hold a commit id", path.display()),
             }),
-        // A directory of that name means a longer ref exists, not this one.
-        Err(e) if e.kind() == io::ErrorKind::NotFound || path.is_dir() => Ok(None),
+        // A directory of that name means a longer ref exists, not this one;
+        // a file where a directory of the path would be, a shorter one.
+        Err(e)
+            if matches!(
+                e.kind(),
+                io::ErrorKind::NotFound | io::ErrorKind::NotADirectory
+            ) || path.is_dir() =>
+        {
+            Ok(None)
+        }
         Err(e) => Err(Error::io("reading", path)(e)),
     }
 }
@@ -239,6 +247,10 @@ pub(crate) fn apply_updates(
     updates: &[RefUpdate],
     fsync: bool,
 ) -> Result<()> {
+    // Checked before any ref moves.
+    for update in updates.iter().filter(|u| u.target.is_some()) {
+        check_no_conflict(repo, &update.name)?;
+    }
     if !fsync || updates.len() < 2 || updates.iter().any(|u| u.target.is_none()) {
         for update in updates {
             apply_update(repo, scratch, update, fsync)?;
@@ -267,6 +279,32 @@ pub(crate) fn apply_updates(
     sync()
 }
 
+/// A ref is a file under `refs/heads/`: it cannot be named where another
+/// ref's file is one of its directories (`deb` and `deb/bash/5.2`), nor
+/// where refs are under it, as in git.
+fn check_no_conflict(repo: &Repo, name: &RefName) -> Result<()> {
+    let conflict = |conflict: String| Error::RefConflict {
+        name: name.to_string(),
+        conflict,
+    };
+    let heads = heads_dir(repo);
+    if heads.join(name.as_str()).is_dir() {
+        return Err(conflict(format!("refs under {name}/ exist")));
+    }
+    let mut prefix = heads;
+    let parts: Vec<&str> = name.as_str().split('/').collect();
+    for (i, part) in parts[..parts.len() - 1].iter().enumerate() {
+        prefix.push(part);
+        if prefix.is_file() {
+            let other = parts[..=i].join("/");
+            return Err(conflict(format!(
+                "ref {other} exists, and no ref can be under it"
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// Applies one ref update: written to a temporary file in `scratch` (on the
 /// same filesystem), flushed, and renamed into place.
 pub(crate) fn apply_update(
@@ -279,6 +317,7 @@ pub(crate) fn apply_update(
     let dir = path.parent().expect("ref path has a parent").to_owned();
     match update.target {
         Some(id) => {
+            check_no_conflict(repo, &update.name)?;
             let heads = heads_dir(repo);
             let mut created = Vec::new();
             let mut d = dir.as_path();
@@ -492,6 +531,60 @@ mod tests {
             .map(|d| d.flatten().map(|e| e.file_name()).collect())
             .unwrap_or_default();
         assert!(tmp.is_empty(), "{tmp:?}");
+    }
+
+    #[test]
+    fn a_ref_cannot_be_another_refs_directory() {
+        use crate::store::{RefUpdate, Transaction};
+        let dir = tempfile::tempdir().expect("tempdir");
+        let repo = Repo::init(&dir.path().join("r"), crate::RepoMode::Archive).expect("init");
+        let txn = Transaction::begin(&repo).expect("txn");
+        let commit = txn
+            .write_commit(&crate::object::Commit {
+                parent: None,
+                root_tree: txn
+                    .write_tree(&crate::object::Tree::default())
+                    .expect("tree"),
+                root_meta: txn
+                    .write_dirmeta(&crate::object::DirMeta::new(0o755, 0, 0, Vec::new()))
+                    .expect("dirmeta"),
+                timestamp: 0,
+                subject: String::new(),
+                body: String::new(),
+                metadata: Default::default(),
+            })
+            .expect("commit");
+        let set = |n: &str| RefUpdate {
+            name: RefName::new(n).expect("ref"),
+            target: Some(commit),
+        };
+        txn.commit(&[set("deb"), set("os/stable")]).expect("store");
+        let name = |n: &str| RefName::new(n).expect("ref");
+        // Reading a ref under another ref: there is none.
+        assert_eq!(
+            try_read_ref(&repo, &name("deb/bash/5.2/amd64")).expect("read"),
+            None
+        );
+        for (new, why) in [
+            (
+                "deb/bash/5.2/amd64",
+                "ref deb exists, and no ref can be under it",
+            ),
+            ("os", "refs under os/ exist"),
+        ] {
+            for updates in [vec![set(new)], vec![set("other/ok"), set(new)]] {
+                let txn = Transaction::begin(&repo).expect("txn");
+                let err = txn.commit(&updates).expect_err(new).to_string();
+                assert_eq!(err, format!("ref {new} cannot be created: {why}"));
+            }
+        }
+        // No ref moved, none was made.
+        let refs: Vec<String> = list_refs(&repo)
+            .expect("list")
+            .into_iter()
+            .map(|(n, _)| n.to_string())
+            .collect();
+        assert_eq!(refs, ["deb", "os/stable"]);
     }
 
     #[test]
