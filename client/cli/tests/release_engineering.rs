@@ -24,7 +24,10 @@ struct Setup {
 }
 
 fn setup() -> (Setup, String) {
-    let s = serve(&[]);
+    setup_with(serve(&[]))
+}
+
+fn setup_with(s: Setup) -> (Setup, String) {
     let v1 = s.w.release("1", 1_700_000_000);
     s.push(&[]).ok();
     let pubkey = s.w.dir.path().join("release.key.pub");
@@ -44,6 +47,10 @@ fn setup() -> (Setup, String) {
 
 /// A server with a signing key and a publish token, nothing published.
 fn serve(env: &[(&str, &str)]) -> Setup {
+    serve_inner(env, false)
+}
+
+fn serve_inner(env: &[(&str, &str)], deltas: bool) -> Setup {
     let w = World::new();
     let dir = w.dir.path().to_owned();
     let dir = dir.as_path();
@@ -56,14 +63,15 @@ fn serve(env: &[(&str, &str)]) -> Setup {
         "archive",
     ])
     .ok();
-    // No static deltas: these journeys count the objects and bytes an
-    // upgrade downloads against `upgrade --check`'s price, which is the
-    // price by objects (a delta's download is priced by nothing yet);
-    // pulls through deltas have their own tests (pull_delta.rs).
-    let config = served.join("config");
-    let mut text = std::fs::read_to_string(&config).unwrap();
-    text.push_str("\n[deltas]\nfrom-releases = 0\n");
-    std::fs::write(&config, text).unwrap();
+    // No static deltas unless asked: most journeys count the objects and
+    // bytes an upgrade downloads by objects; pulls through deltas have
+    // their own tests (pull_delta.rs).
+    if !deltas {
+        let config = served.join("config");
+        let mut text = std::fs::read_to_string(&config).unwrap();
+        text.push_str("\n[deltas]\nfrom-releases = 0\n");
+        std::fs::write(&config, text).unwrap();
+    }
     let key = dir.join("release.key");
     cmd(&["keygen", "--out", key.to_str().unwrap()]).ok();
     let tokens = write_tokens(dir, "anonymous");
@@ -454,6 +462,68 @@ fn object_sizes(repo: &Path) -> std::collections::BTreeMap<PathBuf, u64> {
         }
     }
     out
+}
+
+/// With a static delta from the machine's release in the signed index,
+/// `upgrade --check` prices the delta (and the objects it falls back to),
+/// and the upgrade downloads the delta and no file object.
+#[test]
+fn a_static_delta_is_priced_and_is_what_the_upgrade_downloads() {
+    let (s, v1) = setup_with(serve_inner(&[], true));
+    let v2 = s.w.release("2", 1_700_000_100);
+    s.push(&[]).ok();
+    let index = s.index();
+    let delta = index["deltas"]
+        .as_array()
+        .expect("deltas listed")
+        .iter()
+        .find(|d| d["from"] == v1.as_str() && d["to"] == v2.as_str())
+        .unwrap_or_else(|| panic!("no delta {v1} -> {v2}: {index}"));
+    let size = delta["size"].as_u64().expect("size");
+
+    let out = cmd(&["upgrade", "--check", "--json", "--sysroot", &s.sr()])
+        .code(10)
+        .stdout;
+    let v: Value = serde_json::from_str(&out).unwrap();
+    let price = &v["price"];
+    assert_eq!(price["delta_bytes"].as_u64(), Some(size), "{price}");
+    let (download, objects) = (
+        price["download_bytes"].as_u64().unwrap(),
+        price["download_objects"].as_u64().unwrap(),
+    );
+    assert!(download > 0 && objects > 0, "{price}");
+    let text = cmd(&["upgrade", "--preview", "--sysroot", &s.sr()])
+        .code(10)
+        .stdout;
+    assert!(
+        text.contains(&format!(
+            "download: a static delta of {size} bytes (by objects: {download} bytes in {objects} objects)"
+        )),
+        "{text}"
+    );
+    // Without deltas, the objects' price alone.
+    let out = cmd(&[
+        "upgrade",
+        "--check",
+        "--json",
+        "--no-delta",
+        "--sysroot",
+        &s.sr(),
+    ])
+    .code(10)
+    .stdout;
+    let v: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["price"]["delta_bytes"], Value::Null, "{v}");
+
+    let file_objects = r#"treectl_objects_sent_total{kind="file"}"#;
+    let before = metric(&s, file_objects);
+    cmd(&["upgrade", "--sysroot", &s.sr()]).ok();
+    assert_eq!(s.w.listed()[0]["commit"], v2.as_str());
+    assert_eq!(
+        metric(&s, file_objects),
+        before,
+        "the delta brought every file object"
+    );
 }
 
 /// Issue 14, acceptance 5: `upgrade --check --json` prices the update

@@ -206,6 +206,10 @@ pub struct Price {
     /// exactly the object bytes the pull moves.
     pub download_objects: u64,
     pub download_bytes: u64,
+    /// The size of the static delta `upgrade` downloads instead of those
+    /// objects, when the signed index lists one from a release this
+    /// machine has (the objects are what a failing delta falls back to).
+    pub delta_bytes: Option<u64>,
     /// Commit, trees and dirmetas the check itself fetched (verified and
     /// kept for the pull, which does not download them again).
     pub metadata_objects: u64,
@@ -272,6 +276,7 @@ pub fn upgrade(
             price = Some(Price {
                 download_objects: p.download_objects,
                 download_bytes: p.download_bytes,
+                delta_bytes: p.delta.as_ref().map(|d| d.bytes),
                 metadata_objects: p.metadata_objects,
                 metadata_bytes: p.metadata_bytes,
                 disk_bytes: p.store_bytes,

@@ -374,11 +374,18 @@ fn print_upgrade(
                 let disk = p
                     .disk_bytes
                     .map_or("an unknown amount of".to_owned(), |d| d.to_string());
-                outln!(
-                    "  download: {} bytes in {} objects; disk: {disk} bytes",
-                    p.download_bytes,
-                    p.download_objects
-                );
+                match p.delta_bytes {
+                    Some(delta) => outln!(
+                        "  download: a static delta of {delta} bytes (by objects: {} bytes in {} objects); disk: {disk} bytes",
+                        p.download_bytes,
+                        p.download_objects
+                    ),
+                    None => outln!(
+                        "  download: {} bytes in {} objects; disk: {disk} bytes",
+                        p.download_bytes,
+                        p.download_objects
+                    ),
+                }
             }
             if preview {
                 for c in &out.changes {

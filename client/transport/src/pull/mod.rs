@@ -311,6 +311,14 @@ fn target_of(
     }
 }
 
+/// A static delta a pull will use.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct PlannedDelta {
+    pub from: ObjectId,
+    /// Its size, from the signed index.
+    pub bytes: u64,
+}
+
 /// What pulling a ref would download, and the space its new objects take,
 /// found before downloading any file object ([`plan`]).
 #[derive(Clone, Debug, serde::Serialize)]
@@ -330,9 +338,13 @@ pub struct PullPlan {
     pub barriers: Vec<Barrier>,
     /// Objects the pull will download (the file objects the repository
     /// lacks) and their bytes as sent: the exact object bytes the pull
-    /// moves.
+    /// moves by objects.
     pub download_objects: u64,
     pub download_bytes: u64,
+    /// The static delta the pull downloads instead, when the index lists
+    /// one from a commit the repository has (the objects above are what a
+    /// delta that fails falls back to).
+    pub delta: Option<PlannedDelta>,
     /// The commit, trees and dirmetas the repository lacks: fetched and
     /// verified by the plan and kept in the pull's staging, so the pull
     /// does not download them again.
@@ -416,6 +428,17 @@ pub fn plan(
         where_,
     } = open(repo, remote_name, ref_name, opts, counters, "pricing")?;
     commit::record_index(repo, remote_name, ref_name, &trust, &accepted)?;
+    // The delta `pull` would choose (the plan stores nothing that changes
+    // its choice: the metadata waits in the staging).
+    let current = treectl_store::refs::try_read_remote_ref(repo, remote_name, ref_name)?;
+    let planned_delta = match opts.no_delta {
+        true => None,
+        false => delta::choose(repo, &accepted.index.deltas, &commit_id, current.as_ref()),
+    }
+    .map(|d| PlannedDelta {
+        from: d.from,
+        bytes: d.size,
+    });
     source.probe();
     source.load_packs(&accepted.index.packs);
     let _lock = RepoLock::acquire(repo.path(), LockKind::Shared)?;
@@ -462,6 +485,7 @@ pub fn plan(
         meta,
         download_objects: walked.files.len() as u64,
         download_bytes: sizes.iter().map(|s| s.wire).sum(),
+        delta: planned_delta,
         metadata_objects: walked.need.len() as u64,
         metadata_bytes,
         store_bytes: store_files.map(|f| f + metadata_bytes),
