@@ -14,7 +14,7 @@ treectl=${TREECTL:-${CARGO_TARGET_DIR:-$top/target}/debug/treectl}
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 c=$fuzz/corpus
-mkdir -p "$c"/{object_decode,filez_decode,pack_frames,signed_index,lockfile_parse,apt_index,apt_signature,import_tar,import_deb,export_round_trip}
+mkdir -p "$c"/{object_decode,filez_decode,pack_frames,signed_index,lockfile_parse,apt_index,apt_signature,import_tar,import_deb,export_round_trip,delta_read}
 
 # Real .debs: small ones from the benchmark corpus, else from the archive.
 mkdir -p "$work/debs"
@@ -118,5 +118,11 @@ if [[ -f $rel ]]; then
 fi
 printf '\0' | cat - "$fuzz/keys/fuzz-archive.asc" >"$c/apt_signature/keyring-armored"
 { printf '\0'; cat /usr/share/keyrings/debian-archive-keyring.gpg; } >"$c/apt_signature/keyring-binary" 2>/dev/null || true
+
+# The delta reader edits a real delta it makes itself: an odd first byte
+# and no edits is that delta as it is; a few edits and a cut to start from.
+printf '\1' >"$c/delta_read/the-real-delta"
+printf '\1\0\200\377' >"$c/delta_read/one-byte-flipped"
+printf '\3\0\300\0' >"$c/delta_read/cut-at-three-quarters"
 
 for d in "$c"/*/; do printf '%-20s %4d files\n' "$(basename "$d")" "$(find "$d" -type f | wc -l)"; done

@@ -14,8 +14,10 @@
 //! is pinned to one version: another version's encoding needs a new delta
 //! format version (docs/repository-format.md, "Static deltas").
 
+use std::cell::Cell;
 use std::io::Read;
 use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::Once;
 
 /// The offset of the deflate stream in a gzip member (RFC 1952), or
 /// `None` when `data` is not gzip.
@@ -80,11 +82,8 @@ pub(super) fn analyze(data: &[u8], start: usize, text_limit: usize) -> Option<An
         ..Default::default()
     };
     let input = data.get(start..)?;
-    let (result, text) = catch_unwind(AssertUnwindSafe(|| {
-        preflate_rs::preflate_whole_deflate_stream(input, &config)
-    }))
-    .ok()?
-    .ok()?;
+    let (result, text) =
+        quietly(|| preflate_rs::preflate_whole_deflate_stream(input, &config))?.ok()?;
     Some(Analysis {
         text: text.text().to_vec(),
         reconstruction: result.corrections,
@@ -96,17 +95,52 @@ pub(super) fn analyze(data: &[u8], start: usize, text_limit: usize) -> Option<An
 pub(super) fn recreate(text: &[u8], reconstruction: &[u8]) -> Result<Vec<u8>, String> {
     // The reconstruction data comes from the delta: a library panic on
     // bad input is an error like any other.
-    catch_unwind(AssertUnwindSafe(|| {
-        preflate_rs::recreate_whole_deflate_stream(text, reconstruction)
-    }))
-    .map_err(|_| "the deflate reconstruction data is invalid".to_owned())?
-    .map_err(|e| format!("recompressing: {e}"))
+    quietly(|| preflate_rs::recreate_whole_deflate_stream(text, reconstruction))
+        .ok_or_else(|| "the deflate reconstruction data is invalid".to_owned())?
+        .map_err(|e| format!("recompressing: {e}"))
+}
+
+/// Runs `f`; a panic in it is `None`, and the panic hook does not see it
+/// (no message on stderr, no abort where a hook aborts, as a fuzzer's
+/// does): preflate panics on some bad input, which is then an error of
+/// ours. The hook in place is wrapped once, and stays silent only on the
+/// thread running `f`, only while it does.
+fn quietly<T>(f: impl FnOnce() -> T) -> Option<T> {
+    thread_local! {
+        static QUIET: Cell<bool> = const { Cell::new(false) };
+    }
+    static WRAP: Once = Once::new();
+    WRAP.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            if !QUIET.with(Cell::get) {
+                previous(info);
+            }
+        }));
+    });
+    let was = QUIET.with(|q| q.replace(true));
+    let out = catch_unwind(AssertUnwindSafe(f)).ok();
+    QUIET.with(|q| q.set(was));
+    out
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::io::Write;
+
+    #[test]
+    fn a_panic_run_quietly_is_none_and_the_thread_goes_on() {
+        assert_eq!(quietly(|| 7), Some(7));
+        let panicked: Option<()> = quietly(|| panic!("inside"));
+        assert_eq!(panicked, None);
+        // Nested, and the flag restored after each.
+        assert_eq!(
+            quietly(|| quietly(|| panic!("inner")).is_none()),
+            Some(true)
+        );
+        assert!(catch_unwind(|| panic!("outside, seen by the hook")).is_err());
+    }
 
     fn gzip(text: &[u8], level: u32) -> Vec<u8> {
         let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::new(level));
