@@ -485,36 +485,49 @@ fn commits_with_prefix(repo: &Repo, prefix: &str) -> Result<Vec<ObjectId>> {
 mod tests {
     use super::*;
 
+    use crate::store::{RefUpdate, Transaction};
+
+    /// An empty commit at `timestamp`, written in `txn`.
+    fn empty_commit(txn: &Transaction<'_>, timestamp: i64) -> ObjectId {
+        let root_tree = txn
+            .write_tree(&crate::object::Tree::default())
+            .expect("tree");
+        let root_meta = txn
+            .write_dirmeta(&crate::object::DirMeta::new(0o755, 0, 0, Vec::new()))
+            .expect("dirmeta");
+        txn.write_commit(&crate::object::Commit {
+            parent: None,
+            root_tree,
+            root_meta,
+            timestamp,
+            subject: String::new(),
+            body: String::new(),
+            metadata: Default::default(),
+        })
+        .expect("commit")
+    }
+
+    fn set(name: &str, commit: ObjectId) -> RefUpdate {
+        RefUpdate {
+            name: RefName::new(name).expect("ref"),
+            target: Some(commit),
+        }
+    }
+
+    fn name(n: &str) -> RefName {
+        RefName::new(n).expect("ref")
+    }
+
     #[test]
     fn many_updates_land_together_in_order() {
-        use crate::store::{RefUpdate, Transaction};
         let dir = tempfile::tempdir().expect("tempdir");
         let repo = Repo::init(&dir.path().join("r"), crate::RepoMode::Archive).expect("init");
         let txn = Transaction::begin(&repo).expect("txn");
-        let a = txn
-            .write_tree(&crate::object::Tree::default())
-            .expect("tree");
-        let meta = txn
-            .write_dirmeta(&crate::object::DirMeta::new(0o755, 0, 0, Vec::new()))
-            .expect("dirmeta");
-        let commit = |ts| {
-            txn.write_commit(&crate::object::Commit {
-                parent: None,
-                root_tree: a,
-                root_meta: meta,
-                timestamp: ts,
-                subject: String::new(),
-                body: String::new(),
-                metadata: Default::default(),
-            })
-            .expect("commit")
-        };
-        let (c1, c2, c3) = (commit(1), commit(2), commit(3));
-        let name = |n: &str| RefName::new(n).expect("ref");
-        let set = |n: &str, c| RefUpdate {
-            name: name(n),
-            target: Some(c),
-        };
+        let (c1, c2, c3) = (
+            empty_commit(&txn, 1),
+            empty_commit(&txn, 2),
+            empty_commit(&txn, 3),
+        );
         // New nested directories, and one ref set twice: the later wins.
         txn.commit(&[
             set("deb/a/1/amd64", c1),
@@ -535,31 +548,12 @@ mod tests {
 
     #[test]
     fn a_ref_cannot_be_another_refs_directory() {
-        use crate::store::{RefUpdate, Transaction};
         let dir = tempfile::tempdir().expect("tempdir");
         let repo = Repo::init(&dir.path().join("r"), crate::RepoMode::Archive).expect("init");
         let txn = Transaction::begin(&repo).expect("txn");
-        let commit = txn
-            .write_commit(&crate::object::Commit {
-                parent: None,
-                root_tree: txn
-                    .write_tree(&crate::object::Tree::default())
-                    .expect("tree"),
-                root_meta: txn
-                    .write_dirmeta(&crate::object::DirMeta::new(0o755, 0, 0, Vec::new()))
-                    .expect("dirmeta"),
-                timestamp: 0,
-                subject: String::new(),
-                body: String::new(),
-                metadata: Default::default(),
-            })
-            .expect("commit");
-        let set = |n: &str| RefUpdate {
-            name: RefName::new(n).expect("ref"),
-            target: Some(commit),
-        };
-        txn.commit(&[set("deb"), set("os/stable")]).expect("store");
-        let name = |n: &str| RefName::new(n).expect("ref");
+        let commit = empty_commit(&txn, 0);
+        txn.commit(&[set("deb", commit), set("os/stable", commit)])
+            .expect("store");
         // Reading a ref under another ref: there is none.
         assert_eq!(
             try_read_ref(&repo, &name("deb/bash/5.2/amd64")).expect("read"),
@@ -572,7 +566,10 @@ mod tests {
             ),
             ("os", "refs under os/ exist"),
         ] {
-            for updates in [vec![set(new)], vec![set("other/ok"), set(new)]] {
+            for updates in [
+                vec![set(new, commit)],
+                vec![set("other/ok", commit), set(new, commit)],
+            ] {
                 let txn = Transaction::begin(&repo).expect("txn");
                 let err = txn.commit(&updates).expect_err(new).to_string();
                 assert_eq!(err, format!("ref {new} cannot be created: {why}"));
