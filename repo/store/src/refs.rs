@@ -306,18 +306,13 @@ fn check_no_conflict(repo: &Repo, name: &RefName) -> Result<()> {
 }
 
 /// Applies one ref update: written to a temporary file in `scratch` (on the
-/// same filesystem), flushed, and renamed into place.
-pub(crate) fn apply_update(
-    repo: &Repo,
-    scratch: &Path,
-    update: &RefUpdate,
-    fsync: bool,
-) -> Result<()> {
+/// same filesystem), flushed, and renamed into place. [`apply_updates`]
+/// has checked it for conflicts.
+fn apply_update(repo: &Repo, scratch: &Path, update: &RefUpdate, fsync: bool) -> Result<()> {
     let path = ref_path(repo, &update.name);
     let dir = path.parent().expect("ref path has a parent").to_owned();
     match update.target {
         Some(id) => {
-            check_no_conflict(repo, &update.name)?;
             let heads = heads_dir(repo);
             let mut created = Vec::new();
             let mut d = dir.as_path();

@@ -63,83 +63,67 @@ pub(super) fn choose<'i>(
     candidates.first().copied()
 }
 
-/// The file objects a delta delivered, staged in a store transaction
-/// that is not committed yet.
-pub(super) struct Delivered<'r> {
-    txn: Transaction<'r>,
-    /// What the transaction holds, for the walk to count as present.
-    pub present: HashSet<ObjectRef>,
-}
-
-impl Delivered<'_> {
-    /// Makes the objects visible (unflushed, like the object fetch's
-    /// batches: the metadata's transaction flushes them before its own
-    /// renames).
-    pub fn commit(self) -> treectl_store::Result<()> {
-        self.txn.commit_unflushed()
-    }
-}
-
-/// Downloads, checks and reads `entry`; returns how it went and the file
-/// objects it delivered, if any. Never fails the pull: a delta that
-/// cannot be used is reported in `error`.
+/// Downloads, checks and reads `entry`; returns how it went and the store
+/// transaction holding the file objects it delivered, not committed yet
+/// (`None` when it failed before reading). Never fails the pull: a delta
+/// that cannot be used is reported in `error`.
 pub(super) fn apply<'r>(
     repo: &'r Repo,
     source: &HttpSource,
     staging: &Staging,
     entry: &DeltaEntry,
     opts: &PullOptions,
-) -> (DeltaUse, Option<Delivered<'r>>) {
+) -> (DeltaUse, Option<Transaction<'r>>) {
     let mut used = DeltaUse {
         from: entry.from,
         size: entry.size,
         objects: 0,
         error: None,
     };
-    let name = delta::file_name(Some(&entry.from), &entry.to);
-    let part = staging.dir().join(format!("{name}.part"));
+    let path = format!("/{}", delta::relative_path(Some(&entry.from), &entry.to));
+    let part = staging.dir().join(format!(
+        "{}.part",
+        delta::file_name(Some(&entry.from), &entry.to)
+    ));
     let mut delivered = None;
-    let result = run(
-        repo,
-        source,
-        staging,
-        entry,
-        opts,
-        &part,
-        &mut used.objects,
-        &mut delivered,
-    );
-    if let Err(e) = result {
-        // A delta that failed its checks is not resumed next time.
-        if !e.is_transient() {
+    let result = download(source, entry, &path, &part).and_then(|file| {
+        // What is rebuilt before a failure is correct: the transaction is
+        // kept either way.
+        let txn = delivered.insert(Transaction::begin(repo)?);
+        read_into(txn, staging, entry, opts, file, &mut used.objects).map_err(|e| e.context(&path))
+    });
+    match result {
+        Ok(()) => {
             let _ = std::fs::remove_file(&part);
         }
-        used.error = Some(e.chain_text());
+        Err(e) => {
+            // A delta that failed its checks is not resumed next time.
+            if !e.is_transient() {
+                let _ = std::fs::remove_file(&part);
+            }
+            used.error = Some(e.chain_text());
+        }
     }
-    let delivered = delivered.map(|txn: Transaction<'r>| Delivered {
-        present: txn
-            .staged_objects()
-            .into_iter()
-            .map(|(id, kind)| ObjectRef { id, kind })
-            .collect(),
-        txn,
-    });
     (used, delivered)
 }
 
-#[allow(clippy::too_many_arguments)]
-fn run<'r>(
-    repo: &'r Repo,
+/// The objects `txn` holds, as the walk counts them present.
+pub(super) fn delivered_objects(txn: &Transaction<'_>) -> HashSet<ObjectRef> {
+    txn.staged_objects()
+        .into_iter()
+        .map(|(id, kind)| ObjectRef { id, kind })
+        .collect()
+}
+
+/// The delta at `path` into `part` (resumed by Range), checked against
+/// the size and SHA-256 the index gives.
+fn download(
     source: &HttpSource,
-    staging: &Staging,
     entry: &DeltaEntry,
-    opts: &PullOptions,
+    path: &str,
     part: &PathBuf,
-    objects: &mut u64,
-    delivered: &mut Option<Transaction<'r>>,
-) -> Result<(), TransportError> {
-    let path = format!("/{}", delta::relative_path(Some(&entry.from), &entry.to));
-    source.download(&path, part, entry.size)?;
+) -> Result<File, TransportError> {
+    source.download(path, part, entry.size)?;
     let sha = file_sha256(part)?;
     if sha != entry.sha256 {
         return Err(TransportError::Usage(format!(
@@ -147,18 +131,29 @@ fn run<'r>(
             entry.sha256
         )));
     }
-    let file = File::open(part).map_err(TransportError::io("opening", part))?;
+    File::open(part).map_err(TransportError::io("opening", part))
+}
+
+/// Reads the delta `file`: file objects into `txn`, the commit, trees and
+/// dirmetas into the staging; `objects` counts what was kept.
+fn read_into(
+    txn: &Transaction<'_>,
+    staging: &Staging,
+    entry: &DeltaEntry,
+    opts: &PullOptions,
+    file: File,
+    objects: &mut u64,
+) -> Result<(), TransportError> {
     let limits = ReadLimits {
         max_object_bytes: opts.max_object_bytes,
     };
     // The reader rebuilds and checks the parts in parallel; the thread
     // that rebuilt an object stores it (the work is CPU-bound: more
     // threads would only take turns).
-    let txn = Transaction::begin(repo)?;
     let stored = AtomicU64::new(0);
     let store = |obj: DeltaObject| -> treectl_store::Result<()> {
         match obj {
-            DeltaObject::File(f) => f.store(&txn)?,
+            DeltaObject::File(f) => f.store(txn)?,
             DeltaObject::Meta { id, kind, data } => {
                 staging.save(&ObjectRef { id, kind }, &data).map_err(|e| {
                     treectl_store::Error::Delta {
@@ -171,18 +166,15 @@ fn run<'r>(
         Ok(())
     };
     let read = delta::read(
-        repo,
+        txn.repo(),
         file,
         Some((Some(&entry.from), &entry.to)),
         &limits,
         &store,
     );
     *objects = stored.into_inner();
-    // What was rebuilt before a failure is correct: keep it.
-    *delivered = Some(txn);
-    let info = read.map_err(|e| TransportError::from(e).context(&path))?;
+    let info = read?;
     debug_assert_eq!((info.from, info.to), (Some(entry.from), entry.to));
-    let _ = std::fs::remove_file(part);
     Ok(())
 }
 

@@ -235,13 +235,15 @@ pub fn pull(
     // The delta's objects are committed (mostly a flush to disk) while
     // the walk finds what else is missing, the fetch gets it and the new
     // metadata is written; that is committed only once they are in.
+    // Unflushed, like the object fetch's batches: the metadata's commit
+    // flushes their renames before its own.
     let present = delivered
         .as_ref()
-        .map(|d| d.present.clone())
+        .map(delta::delivered_objects)
         .unwrap_or_default();
     let flush = !present.is_empty();
     let (walked, files, metas) = std::thread::scope(|s| {
-        let committing = delivered.map(|d| s.spawn(move || d.commit()));
+        let committing = delivered.map(|txn| s.spawn(move || txn.commit_unflushed()));
         let fetched = walk::walk(
             repo, &present, &source, &staging, &commit_id, counters, &where_,
         )

@@ -68,9 +68,9 @@ impl Staging {
 
 /// Writes the walk's new trees, dirmetas and commit, children first,
 /// into a transaction for the caller to commit; `None` when there is
-/// nothing to commit. There is also when there are none but files were
-/// fetched, or `flush` (files were delivered otherwise): the commit flushes
-/// those files' renames before its own.
+/// nothing to commit. A transaction is also made when there are none but
+/// files were fetched, or `flush` (files were delivered otherwise): its
+/// commit flushes those files' renames.
 pub(super) fn write<'r>(
     repo: &'r Repo,
     walked: &Walked,

@@ -25,7 +25,7 @@ use std::collections::{HashMap, HashSet};
 use std::fs::{self, File};
 use std::io::{self, BufReader, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Mutex;
 
 use rayon::prelude::*;
@@ -853,8 +853,9 @@ struct RawPart {
     body: Vec<u8>,
 }
 
-/// Rebuilds a batch of parts in parallel and hands their objects on in
-/// order, up to the first part that fails.
+/// Rebuilds a batch of parts in parallel, the costliest first, each
+/// part's objects handed on as it is done; the error is the first failing
+/// part's.
 fn rebuild(
     repo: &Repo,
     batch: Vec<RawPart>,
@@ -862,16 +863,14 @@ fn rebuild(
     info: &mut DeltaInfo,
     sink: &(dyn Fn(DeltaObject) -> Result<()> + Sync),
 ) -> Result<()> {
-    // Parts are rebuilt in parallel and each hands its objects on as soon
-    // as it is done (while the others work), so objects arrive in no
-    // particular order. The error reported is the first failing part's.
+    // Objects arrive in no particular order.
     let failure: Mutex<Option<(u64, Error)>> = Mutex::new(None);
     let (objects, patched, parts) = (AtomicU64::new(0), AtomicU64::new(0), AtomicU64::new(0));
     // The costliest parts first, each thread taking the next one left: a
     // large part started last would run alone at the end.
     let mut order: Vec<&RawPart> = batch.iter().collect();
     order.sort_by_key(|p| std::cmp::Reverse(rebuild_cost(p)));
-    let next = std::sync::atomic::AtomicUsize::new(0);
+    let next = AtomicUsize::new(0);
     let work = |p: &RawPart| {
         if failure.lock().expect("poisoned").is_some() {
             return;

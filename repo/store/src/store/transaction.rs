@@ -10,7 +10,6 @@
 //! The staging directory of a dead process is removed by the next
 //! transaction or by prune.
 
-use rayon::prelude::*;
 use std::cell::RefCell;
 use std::collections::HashSet;
 use std::fs::{self, File, OpenOptions};
@@ -427,30 +426,24 @@ impl<'r> Transaction<'r> {
                 .map_err(|e| Error::io("syncing", &self.staging)(e.into()))?;
         }
         let staged = std::mem::take(&mut *self.staged.lock().expect("staged list poisoned"));
-        // Every object is durable by now: the renames may land in any
-        // order, so they are spread over the cores.
-        staged
-            .par_iter()
-            .with_min_len(64)
-            .try_for_each(|(id, kind)| {
-                let from = self.staged_path(id, *kind);
-                let to = self.repo.object_path(id, *kind);
-                match rustix::fs::renameat_with(
-                    rustix::fs::CWD,
-                    &from,
-                    rustix::fs::CWD,
-                    &to,
-                    rustix::fs::RenameFlags::NOREPLACE,
-                ) {
-                    Ok(()) => {}
-                    // Another transaction stored the same object first; keep its
-                    // inode (checkouts may already hardlink it).
-                    Err(rustix::io::Errno::EXIST) => {}
-                    Err(e) => return Err(Error::io("storing", &to)(e.into())),
-                }
-                failpoint::hit("store-object");
-                Ok(())
-            })?;
+        for (id, kind) in &staged {
+            let from = self.staged_path(id, *kind);
+            let to = self.repo.object_path(id, *kind);
+            match rustix::fs::renameat_with(
+                rustix::fs::CWD,
+                &from,
+                rustix::fs::CWD,
+                &to,
+                rustix::fs::RenameFlags::NOREPLACE,
+            ) {
+                Ok(()) => {}
+                // Another transaction stored the same object first; keep its
+                // inode (checkouts may already hardlink it).
+                Err(rustix::io::Errno::EXIST) => {}
+                Err(e) => return Err(Error::io("storing", &to)(e.into())),
+            }
+            failpoint::hit("store-object");
+        }
         if fsync && flush_renames && !staged.is_empty() {
             rustix::fs::syncfs(&staging_dir)
                 .map_err(|e| Error::io("syncing", &self.staging)(e.into()))?;
