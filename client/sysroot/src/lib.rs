@@ -157,6 +157,8 @@ pub struct Sysroot {
     root: PathBuf,
     /// The `treectl=` value of the booted deployment, when known.
     booted: Option<String>,
+    /// The free-space reserve in bytes, when set by [`Sysroot::with_reserve`].
+    reserve: Option<u64>,
 }
 
 impl Sysroot {
@@ -176,6 +178,7 @@ impl Sysroot {
         Sysroot {
             root: root.to_owned(),
             booted,
+            reserve: None,
         }
     }
 
@@ -184,7 +187,16 @@ impl Sysroot {
         Sysroot {
             root: root.to_owned(),
             booted,
+            reserve: None,
         }
+    }
+
+    /// This sysroot with a free-space reserve of `bytes` instead of the
+    /// default (see [`Sysroot::check_free_space`]): an image being built on
+    /// a host, say, where the host filesystem's reserve is not the image's.
+    pub fn with_reserve(mut self, bytes: u64) -> Sysroot {
+        self.reserve = Some(bytes);
+        self
     }
 
     pub fn root(&self) -> &Path {
@@ -252,16 +264,18 @@ impl Sysroot {
     }
 
     /// Refuses when the filesystem holding the sysroot has less free space
-    /// than the reserve: `$TREECTL_MIN_FREE` bytes, else max(64 MiB, 3 %).
+    /// than the reserve: the one given to [`Sysroot::with_reserve`], else
+    /// `$TREECTL_MIN_FREE` bytes, else max(64 MiB, 3 %).
     pub fn check_free_space(&self) -> Result<()> {
         let path = self.treectl_dir();
         let st = rustix::fs::statvfs(&path).map_err(|e| io_err("measuring", &path)(e.into()))?;
         let free = st.f_bavail.saturating_mul(st.f_frsize);
         let total = st.f_blocks.saturating_mul(st.f_frsize);
-        let needed = match std::env::var("TREECTL_MIN_FREE")
-            .ok()
-            .and_then(|v| v.parse().ok())
-        {
+        let needed = match self.reserve.or_else(|| {
+            std::env::var("TREECTL_MIN_FREE")
+                .ok()
+                .and_then(|v| v.parse().ok())
+        }) {
             Some(n) => n,
             None => (64u64 << 20).max(total / 100 * 3),
         };
@@ -343,6 +357,25 @@ pub(crate) fn fsync_dir(path: &Path) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_reserve_given_to_the_sysroot_wins_over_the_environment() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join(TREECTL_DIR)).unwrap();
+        let sr = Sysroot::with_booted(dir.path(), None);
+        let err = sr.clone().with_reserve(u64::MAX).check_free_space();
+        assert!(
+            matches!(
+                err,
+                Err(SysrootError::NoSpace {
+                    needed: u64::MAX,
+                    ..
+                })
+            ),
+            "{err:?}"
+        );
+        sr.with_reserve(0).check_free_space().unwrap();
+    }
 
     #[test]
     fn cmdline_argument() {
