@@ -75,7 +75,7 @@ pub(crate) fn defaults_of(
         let opts = CheckoutOptions {
             copy: false,
             subpath: Some(sub.into()),
-            union: false,
+            ..Default::default()
         };
         checkout(repo, commit, &dest, &opts)?;
     }

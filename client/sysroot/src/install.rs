@@ -149,7 +149,7 @@ pub fn install(
                 let opts = CheckoutOptions {
                     copy: true,
                     subpath: Some("var".into()),
-                    union: false,
+                    ..Default::default()
                 };
                 checkout(&repo, &head.commit, &tmp, &opts)?;
                 true

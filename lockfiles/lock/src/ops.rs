@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
+use treectl_store::checkout::CheckoutOptions;
 use treectl_store::commit::{finish_commit, CommitOptions};
 use treectl_store::export::{export_to_file, ArchiveFormat, Compression, ExportOptions};
 use treectl_store::object::ObjectKind;
@@ -697,13 +698,28 @@ fn configure_step<'r>(
     txn.commit(&[])?;
     let scratch = ScratchDir::new(repo)?;
     let tree_dir = scratch.0.join("tree");
-    copy_checkout(repo, &merged_commit, &tree_dir)?;
+    // At the compose timestamp (scripts may compare times), and recorded,
+    // so the write-back below reads only what the scripts changed.
+    let mut copies = treectl_store::checkout::checkout(
+        repo,
+        &merged_commit,
+        &tree_dir,
+        &CheckoutOptions {
+            copy: true,
+            mtime: Some(ts),
+            record_copies: true,
+            ..Default::default()
+        },
+    )?
+    .copies
+    .unwrap_or_default();
+    copies.seal(&scratch.0)?;
     let mut report = configure(repo, &tree_dir, packages, opts)?;
     if let (Some(plan), Some(components)) = (initramfs, initramfs_commit) {
         report.initramfs = make_initramfs(repo, &scratch.0, &tree_dir, plan, &components, opts)?;
     }
     let txn = Transaction::begin(repo)?;
-    let (root, _) = treectl_store::commit::write_dir(&txn, &tree_dir)?;
+    let (root, _) = treectl_store::commit::write_dir_reusing(&txn, &tree_dir, &copies)?;
     // Remembered before the composed commit exists: the objects are only
     // used once stored, and lookup checks they are.
     let _ = configure_cache::store(repo, &key, root, &report);
@@ -731,7 +747,7 @@ fn unreferenced_commit(
 
 /// A writable copy (not hardlinks into the store) of `commit` at `dest`.
 fn copy_checkout(repo: &Repo, commit: &ObjectId, dest: &Path) -> Result<(), Error> {
-    let opts = treectl_store::checkout::CheckoutOptions {
+    let opts = CheckoutOptions {
         copy: true,
         ..Default::default()
     };

@@ -5,7 +5,9 @@
 //! filesystems; from an `archive` repository, or with `copy`, they are
 //! written out. Directories, symlinks, modes and extended attributes are
 //! restored; ownership too when running as root. Every file and directory
-//! gets the fixed mtime [`fsutil::FIXED_MTIME`].
+//! gets the fixed mtime [`fsutil::FIXED_MTIME`], or the one asked for.
+//! Subdirectories, and the files of a large directory, are written on
+//! every core.
 
 use std::ffi::OsStr;
 use std::fs;
@@ -14,12 +16,13 @@ use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Mutex;
 
 use rayon::prelude::*;
-use rustix::fs::{AtFlags, Gid, Mode, OFlags, Uid};
+use rustix::fs::{AtFlags, Gid, Mode, OFlags, Timespec, Timestamps, Uid};
 use rustix::io::Errno;
 
-use crate::commit::split_tree_path;
+use crate::commit::{split_tree_path, CopiedFiles};
 use crate::config::RepoMode;
 use crate::error::{Error, Result};
 use crate::fsutil::{self, FIXED_MTIME};
@@ -40,6 +43,14 @@ pub struct CheckoutOptions {
     /// empty directory is replaced by a file. A non-empty directory where
     /// the tree has a file is an error. Nothing is removed on failure.
     pub union: bool,
+    /// The access and modification time of everything written, in seconds
+    /// since the epoch (default: [`FIXED_MTIME`]'s).
+    pub mtime: Option<i64>,
+    /// Record every regular file written as a copy, with all its metadata
+    /// restored (running as root), in [`CheckoutStats::copies`]: a later
+    /// commit of the directory can then take the ids of the files nobody
+    /// changed instead of reading them ([`crate::commit::write_dir_reusing`]).
+    pub record_copies: bool,
 }
 
 #[derive(Clone, Debug, Default, serde::Serialize)]
@@ -48,7 +59,13 @@ pub struct CheckoutStats {
     pub hardlinked: usize,
     pub copied: usize,
     pub symlinks: usize,
+    /// With [`CheckoutOptions::record_copies`]: the files written as copies.
+    #[serde(skip)]
+    pub copies: Option<CopiedFiles>,
 }
+
+/// Below this many files a directory's files are written one after another.
+const PARALLEL_FILES: usize = 64;
 
 /// What a path inside a commit resolves to.
 #[derive(Clone, Copy, Debug)]
@@ -99,6 +116,8 @@ struct Ctx<'a> {
     hardlink: AtomicBool,
     privileged: bool,
     union: bool,
+    times: Timestamps,
+    copies: Option<Mutex<CopiedFiles>>,
     directories: AtomicUsize,
     hardlinked: AtomicUsize,
     copied: AtomicUsize,
@@ -135,12 +154,27 @@ pub fn checkout(
             fanout.push(fd);
         }
     }
+    let privileged = fsutil::privileged();
+    let times = match opts.mtime {
+        None => FIXED_MTIME,
+        Some(tv_sec) => {
+            let t = Timespec { tv_sec, tv_nsec: 0 };
+            Timestamps {
+                last_access: t,
+                last_modification: t,
+            }
+        }
+    };
     let ctx = Ctx {
         repo,
         fanout,
         hardlink: AtomicBool::new(hardlink),
-        privileged: fsutil::privileged(),
+        privileged,
         union: opts.union,
+        times,
+        // Without root the copies' owners are not the objects', so their
+        // ids would not be the objects' ids.
+        copies: (opts.record_copies && privileged).then(|| Mutex::new(CopiedFiles::default())),
         directories: AtomicUsize::new(0),
         hardlinked: AtomicUsize::new(0),
         copied: AtomicUsize::new(0),
@@ -182,6 +216,9 @@ pub fn checkout(
         hardlinked: ctx.hardlinked.into_inner(),
         copied: ctx.copied.into_inner(),
         symlinks: ctx.symlinks.into_inner(),
+        copies: ctx
+            .copies
+            .map(|m| m.into_inner().unwrap_or_else(|e| e.into_inner())),
     })
 }
 
@@ -234,18 +271,23 @@ impl Ctx<'_> {
         )
         .map_err(|e| Error::io("opening", path)(e.into()))?;
         self.directories.fetch_add(1, Ordering::Relaxed);
+        let mut files = Vec::new();
         let mut subdirs = Vec::new();
         for entry in &tree.entries {
             let name = OsStr::from_bytes(&entry.name);
             match entry.kind {
-                EntryKind::Regular { file } => {
-                    self.file(&fd, name, &path.join(name), &file, false)?
-                }
-                EntryKind::Symlink { file } => {
-                    self.file(&fd, name, &path.join(name), &file, true)?
-                }
+                EntryKind::Regular { file } => files.push((name, file, false)),
+                EntryKind::Symlink { file } => files.push((name, file, true)),
                 EntryKind::Dir { tree, meta } => subdirs.push((name, tree, meta)),
             }
+        }
+        let write = |(name, file, symlink): &(&OsStr, ObjectId, bool)| {
+            self.file(&fd, name, &path.join(name), file, *symlink)
+        };
+        if files.len() < PARALLEL_FILES {
+            files.iter().try_for_each(write)?;
+        } else {
+            files.par_iter().try_for_each(write)?;
         }
         subdirs
             .par_iter()
@@ -264,7 +306,7 @@ impl Ctx<'_> {
                 fsutil::fset_xattrs(fd, &meta.xattrs)?;
             }
             rustix::fs::fchmod(fd, Mode::from_raw_mode(meta.perm()))?;
-            rustix::fs::futimens(fd, &FIXED_MTIME)?;
+            rustix::fs::futimens(fd, &self.times)?;
             Ok(())
         };
         apply().map_err(Error::io("setting metadata of", path))
@@ -360,7 +402,12 @@ impl Ctx<'_> {
                 fsutil::fset_xattrs(file.as_fd(), &header.xattrs)?;
             }
             rustix::fs::fchmod(&file, Mode::from_raw_mode(header.perm()))?;
-            rustix::fs::futimens(&file, &FIXED_MTIME)?;
+            rustix::fs::futimens(&file, &self.times)?;
+            if let Some(copies) = &self.copies {
+                let st = rustix::fs::fstat(&file)?;
+                let mut copies = copies.lock().unwrap_or_else(|e| e.into_inner());
+                copies.record(st.st_dev, st.st_ino, *id, content.len() as u64);
+            }
             Ok(())
         };
         write().map_err(Error::io("writing", path))?;
@@ -384,7 +431,7 @@ impl Ctx<'_> {
                     fsutil::lset_xattrs(path, &header.xattrs)?;
                 }
             }
-            rustix::fs::utimensat(dir, name, &FIXED_MTIME, AtFlags::SYMLINK_NOFOLLOW)?;
+            rustix::fs::utimensat(dir, name, &self.times, AtFlags::SYMLINK_NOFOLLOW)?;
             Ok(())
         };
         make().map_err(Error::io("creating symlink", path))?;

@@ -131,7 +131,8 @@ pub fn finish_commit(
 pub struct CommitStats {
     pub files: usize,
     pub directories: usize,
-    /// Files recognised as hardlinks into the store and not read again.
+    /// Files recognised as hardlinks into the store, or as unchanged
+    /// copies of objects, and not read again.
     pub reused_by_inode: usize,
     pub objects_written: usize,
 }
@@ -179,10 +180,112 @@ struct FileJob {
     dev: u64,
     ino: u64,
     nlink: u64,
+    size: u64,
+    ctime: (i64, i64),
+}
+
+/// Regular files a checkout wrote as copies with their objects' metadata
+/// (`CheckoutOptions::record_copies`), by inode, and once
+/// [`sealed`](CopiedFiles::seal) the moment after which a change to one of
+/// them is seen: every change to a file (content, mode, owner, attributes)
+/// sets its status-change time (ctime) to the file system's clock, so a
+/// recorded file whose ctime is not past that moment, whose size is the
+/// object's, is the object, wherever it was moved. [`write_dir_reusing`]
+/// takes those ids instead of reading the files again.
+#[derive(Clone, Debug, Default)]
+pub struct CopiedFiles {
+    files: HashMap<(u64, u64), (ObjectId, u64)>,
+    sealed_at: Option<(i64, i64)>,
+}
+
+impl CopiedFiles {
+    /// Records that the regular file at (`dev`, `ino`) is object `id` of
+    /// `size` bytes of content.
+    pub fn record(&mut self, dev: u64, ino: u64, id: ObjectId, size: u64) {
+        self.files.insert((dev, ino), (id, size));
+    }
+
+    pub fn len(&self) -> usize {
+        self.files.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.files.is_empty()
+    }
+
+    /// Marks now, after the last recorded write, as the moment later
+    /// changes are seen from. The file system's clock is read through a
+    /// scratch file created in `dir` (on the files' file system, then
+    /// removed); this waits until that clock has moved on (a few ms at
+    /// most), so a change made after this returns has a later ctime than
+    /// any recorded file's.
+    pub fn seal(&mut self, dir: &Path) -> Result<()> {
+        let path = dir.join(format!(".treectl-seal-{}", std::process::id()));
+        let file = fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&path)
+            .map_err(Error::io("creating", &path))?;
+        let ctime = |f: &File| -> std::io::Result<(i64, i64)> {
+            let m = f.metadata()?;
+            Ok((m.ctime(), m.ctime_nsec()))
+        };
+        let result = (|| -> std::io::Result<(i64, i64)> {
+            let start = ctime(&file)?;
+            loop {
+                std::thread::sleep(std::time::Duration::from_millis(1));
+                rustix::fs::futimens(
+                    &file,
+                    &rustix::fs::Timestamps {
+                        last_access: rustix::fs::Timespec {
+                            tv_sec: 0,
+                            tv_nsec: rustix::fs::UTIME_NOW,
+                        },
+                        last_modification: rustix::fs::Timespec {
+                            tv_sec: 0,
+                            tv_nsec: rustix::fs::UTIME_NOW,
+                        },
+                    },
+                )?;
+                if ctime(&file)? > start {
+                    return Ok(start);
+                }
+            }
+        })();
+        let _ = fs::remove_file(&path);
+        self.sealed_at = Some(result.map_err(Error::io("reading the clock of", dir))?);
+        Ok(())
+    }
+
+    /// The object a file is, if it is a recorded copy left unchanged.
+    fn unchanged(&self, job: &FileJob) -> Option<ObjectId> {
+        let sealed_at = self.sealed_at?;
+        let (id, size) = self.files.get(&(job.dev, job.ino))?;
+        (job.mode & S_IFMT == S_IFREG && job.ctime <= sealed_at && job.size == *size).then_some(*id)
+    }
 }
 
 /// Walks, hashes and stores `dir` in `txn`; returns (tree, dirmeta) ids.
 pub fn write_dir(txn: &Transaction<'_>, dir: &Path) -> Result<((ObjectId, ObjectId), CommitStats)> {
+    write_dir_with(txn, dir, None)
+}
+
+/// [`write_dir`] of a checkout made with `record_copies`, after changes:
+/// the recorded files left unchanged since [`CopiedFiles::seal`] are taken
+/// as their objects without being read (counted in `reused_by_inode`).
+pub fn write_dir_reusing(
+    txn: &Transaction<'_>,
+    dir: &Path,
+    copies: &CopiedFiles,
+) -> Result<((ObjectId, ObjectId), CommitStats)> {
+    write_dir_with(txn, dir, Some(copies))
+}
+
+fn write_dir_with(
+    txn: &Transaction<'_>,
+    dir: &Path,
+    copies: Option<&CopiedFiles>,
+) -> Result<((ObjectId, ObjectId), CommitStats)> {
     let repo = txn.repo();
     let mut jobs = Vec::new();
     let mut stats = CommitStats::default();
@@ -197,6 +300,9 @@ pub fn write_dir(txn: &Transaction<'_>, dir: &Path) -> Result<((ObjectId, Object
     let results: Vec<Result<(ObjectId, bool)>> = jobs
         .par_iter()
         .map_init(Vec::new, |buf, job| {
+            if let Some(id) = copies.and_then(|c| c.unchanged(job)) {
+                return Ok((id, true));
+            }
             if may_reuse && job.dev == repo.dev() && job.nlink > 1 && job.mode & S_IFMT == S_IFREG {
                 let map = store_inodes.get_or_init(|| scan_store_inodes(repo));
                 if let Some(id) = map.get(&job.ino) {
@@ -262,6 +368,8 @@ fn walk(
                 dev: m.dev(),
                 ino: m.ino(),
                 nlink: m.nlink(),
+                size: m.size(),
+                ctime: (m.ctime(), m.ctime_nsec()),
             });
             WalkEntry::File(jobs.len() - 1)
         } else {
@@ -327,4 +435,128 @@ pub fn split_tree_path(path: &str) -> Vec<Vec<u8>> {
             _ => None,
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
+    use super::*;
+    use crate::checkout::{checkout, CheckoutOptions};
+
+    /// A tree checked out as recorded copies, then changed in each way a
+    /// maintainer script changes files: the reusing write-back gives the
+    /// tree a full read gives, reusing exactly the files nobody touched
+    /// when the copies could be recorded (as root).
+    #[test]
+    fn unchanged_copies_are_reused_and_every_change_is_seen() {
+        for mode in [RepoMode::BareUser, RepoMode::Archive] {
+            let tmp = tempfile::tempdir().unwrap();
+            let repo = Repo::init(&tmp.path().join("repo"), mode).unwrap();
+            let src = tmp.path().join("src");
+            fs::create_dir_all(src.join("sub")).unwrap();
+            let names = [
+                "keep",
+                "moved",
+                "content",
+                "mode",
+                "attr",
+                "rewritten",
+                "replaced",
+                "grown",
+            ];
+            for (i, name) in names.iter().enumerate() {
+                fs::write(src.join(name), format!("{name} {}", "x".repeat(i * 100))).unwrap();
+            }
+            fs::write(src.join("sub/keep"), b"kept below").unwrap();
+            std::os::unix::fs::symlink("keep", src.join("link")).unwrap();
+            let txn = Transaction::begin(&repo).unwrap();
+            let (root, _) = write_dir(&txn, &src).unwrap();
+            let commit = txn
+                .write_commit(&Commit {
+                    parent: None,
+                    root_tree: root.0,
+                    root_meta: root.1,
+                    timestamp: 0,
+                    subject: String::new(),
+                    body: String::new(),
+                    metadata: BTreeMap::new(),
+                })
+                .unwrap();
+            txn.commit(&[]).unwrap();
+
+            let co = tmp.path().join("co");
+            let opts = CheckoutOptions {
+                copy: true,
+                mtime: Some(1_000_000),
+                record_copies: true,
+                ..Default::default()
+            };
+            let stats = checkout(&repo, &commit, &co, &opts).unwrap();
+            assert_eq!(fs::metadata(co.join("keep")).unwrap().mtime(), 1_000_000);
+            assert_eq!(fs::metadata(&co).unwrap().mtime(), 1_000_000);
+            let mut copies = stats.copies.unwrap_or_default();
+            assert_eq!(copies.len(), if fsutil::privileged() { 9 } else { 0 });
+            copies.seal(tmp.path()).unwrap();
+
+            let same_size = fs::read(co.join("content")).unwrap().len();
+            fs::write(co.join("content"), "y".repeat(same_size)).unwrap();
+            fs::set_permissions(co.join("mode"), fs::Permissions::from_mode(0o600)).unwrap();
+            rustix::fs::setxattr(
+                co.join("attr").as_path(),
+                "user.note",
+                b"set by a script",
+                rustix::fs::XattrFlags::empty(),
+            )
+            .unwrap();
+            let text = fs::read(co.join("rewritten")).unwrap();
+            fs::write(co.join("rewritten"), &text).unwrap();
+            let text = fs::read(co.join("replaced")).unwrap();
+            fs::remove_file(co.join("replaced")).unwrap();
+            fs::write(co.join("replaced"), &text).unwrap();
+            let mut grown = fs::read(co.join("grown")).unwrap();
+            grown.extend_from_slice(b" and more");
+            fs::write(co.join("grown"), grown).unwrap();
+            let ctime = |p: &Path| {
+                let m = fs::symlink_metadata(p).unwrap();
+                (m.ctime(), m.ctime_nsec())
+            };
+            let before = ctime(&co.join("moved"));
+            fs::rename(co.join("moved"), co.join("sub/moved-here")).unwrap();
+            // Some file systems (ext4) count a rename as a status change of
+            // the file moved, others do not: unchanged, it may be reused.
+            let moved_unchanged = ctime(&co.join("sub/moved-here")) == before;
+            fs::write(co.join("sub/new"), b"new").unwrap();
+
+            let txn = Transaction::begin(&repo).unwrap();
+            let (reused, stats) = write_dir_reusing(&txn, &co, &copies).unwrap();
+            let (read, read_stats) = write_dir(&txn, &co).unwrap();
+            assert_eq!(reused, read, "{mode:?}");
+            assert_eq!(read_stats.reused_by_inode, 0);
+            // keep, sub/keep, maybe the moved file; not the symlink (never
+            // recorded), nor anything written, even with the same bytes.
+            let expected = if fsutil::privileged() {
+                2 + usize::from(moved_unchanged)
+            } else {
+                0
+            };
+            assert_eq!(stats.reused_by_inode, expected, "{mode:?}");
+        }
+    }
+
+    /// Without a seal nothing is taken as unchanged.
+    #[test]
+    fn copies_not_sealed_are_read_again() {
+        let tmp = tempfile::tempdir().unwrap();
+        let repo = Repo::init(&tmp.path().join("repo"), RepoMode::BareUser).unwrap();
+        let dir = tmp.path().join("d");
+        fs::create_dir(&dir).unwrap();
+        fs::write(dir.join("f"), b"changed").unwrap();
+        let m = fs::metadata(dir.join("f")).unwrap();
+        let mut copies = CopiedFiles::default();
+        copies.record(m.dev(), m.ino(), ObjectId([7; 32]), m.size());
+        let txn = Transaction::begin(&repo).unwrap();
+        let (_, stats) = write_dir_reusing(&txn, &dir, &copies).unwrap();
+        assert_eq!(stats.reused_by_inode, 0);
+    }
 }

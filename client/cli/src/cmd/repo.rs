@@ -501,6 +501,7 @@ pub fn checkout(
         copy,
         subpath,
         union,
+        ..Default::default()
     };
     do_checkout(repo, &id, dest, &opts)
         .with_context(|| format!("checking out {rev} into {}", dest.display()))?;

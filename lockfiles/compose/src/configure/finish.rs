@@ -65,35 +65,6 @@ ExecStart=/usr/bin/ssh-keygen -A
 WantedBy=ssh.service
 ";
 
-/// Sets every timestamp below `root` (symlinks included) to `timestamp`.
-pub fn set_mtimes(root: &Path, timestamp: i64) -> Result<(), Error> {
-    let t = rustix::fs::Timespec {
-        tv_sec: timestamp,
-        tv_nsec: 0,
-    };
-    let times = rustix::fs::Timestamps {
-        last_access: t,
-        last_modification: t,
-    };
-    let mut stack = vec![root.to_owned()];
-    while let Some(p) = stack.pop() {
-        let meta = p.symlink_metadata().map_err(Error::io("reading", &p))?;
-        if meta.is_dir() {
-            for e in std::fs::read_dir(&p).map_err(Error::io("reading", &p))? {
-                stack.push(e.map_err(Error::io("reading", &p))?.path());
-            }
-        }
-        rustix::fs::utimensat(
-            rustix::fs::CWD,
-            &p,
-            &times,
-            rustix::fs::AtFlags::SYMLINK_NOFOLLOW,
-        )
-        .map_err(|e| Error::io("setting the times of", &p)(e.into()))?;
-    }
-    Ok(())
-}
-
 fn exists(root: &Path, rel: &str) -> bool {
     root.join(rel).symlink_metadata().is_ok()
 }

@@ -4,9 +4,9 @@
 //! It works on a writable checkout of the merged tree (the caller checks it
 //! out and commits the result):
 //!
-//! 1. every timestamp in the tree is set to the compose timestamp, so what
-//!    scripts derive from mtimes (`.pyc` headers) does not depend on when
-//!    the checkout was made;
+//! 1. every timestamp in the tree is the compose timestamp (the checkout
+//!    sets them; checked on the tree's root), so what scripts derive from
+//!    mtimes (`.pyc` headers) does not depend on when it was made;
 //! 2. [`dpkg_db`] writes the dpkg database: every package `unpacked`;
 //! 3. in the [`sandbox`], with a `policy-rc.d` that refuses every service
 //!    start: each package's `preinst install`, in dependency order
@@ -23,6 +23,7 @@ pub mod finish;
 pub mod sandbox;
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -46,6 +47,8 @@ pub enum ConfigureError {
     Sandbox { reason: String },
     #[error("component {component}: {reason}")]
     Package { component: String, reason: String },
+    #[error("the tree to configure: {reason}")]
+    Tree { reason: String },
     #[error("{op} {}: {source}", .path.display())]
     Io {
         op: &'static str,
@@ -198,8 +201,10 @@ pub fn install_order(packages: &[DebPackage]) -> Vec<usize> {
     order
 }
 
-/// Configures the tree at `root` (a writable checkout of the merged tree
-/// of `packages` and maybe other components).
+/// Configures the tree at `root`: a writable checkout of the merged tree
+/// of `packages` and maybe other components, every timestamp in it the
+/// compose timestamp (`CheckoutOptions::mtime`), so that scripts comparing
+/// times see the same ones in every compose.
 pub fn configure(
     repo: &Repo,
     root: &Path,
@@ -224,7 +229,19 @@ pub fn configure(
             });
         }
     }
-    finish::set_mtimes(root, opts.timestamp)?;
+    let root_mtime = root
+        .symlink_metadata()
+        .map_err(ConfigureError::io("reading", root))?
+        .mtime();
+    if root_mtime != opts.timestamp {
+        return Err(ConfigureError::Tree {
+            reason: format!(
+                "{} has mtime {root_mtime}, not the compose timestamp {}: check it out with that mtime",
+                root.display(),
+                opts.timestamp
+            ),
+        });
+    }
     dpkg_db::write_database(repo, root, packages)?;
     let policy = root.join(POLICY_RC_D);
     write_policy_rc_d(&policy)?;
