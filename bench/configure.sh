@@ -138,14 +138,16 @@ Goals (configure issue, acceptance 5): the cold compose at least 2x faster than
 mmdebstrap, the recompose after the v1 -> v2 update at least 5x faster than mmdebstrap
 from scratch, the unchanged recompose under 1 s.
 
-Where the time goes (a system-wide profile of one cold run, 2026-12-06): importing
-2.4 s (xz decompression of the packages on both cores 1.9 s, then flushing and
-renaming the objects into the store); in compose, merging and the checkout 0.7 s,
-the maintainer scripts 6 s, writing the configured tree back 0.3 s, removing the
-scratch copy 0.15 s. The scripts are the work mmdebstrap does too, one package at
-a time as dpkg configures them, so one core stays idle: \`update-ca-certificates\`
-twice 1.2 s, python byte-compiling 1 s, \`deb-systemd-helper\` 0.8 s, debconf
-0.6 s, \`systemd-hwdb\` 0.3 s. What the configure step no longer spends (each a
+Where the time goes (timers around each phase of cold runs, 2026-12-06): importing
+2.4-2.6 s (xz decompression of the packages on both cores, two thirds of the CPU,
+then 0.4 s flushing and renaming 9,000 objects into the store); in compose, the
+checkout 0.4 s, the preinsts 0.35 s, \`dpkg --configure -a\` 5.6-6.3 s, writing
+the configured tree back 0.2 s (only the files the scripts changed are read: the
+checkout records which object each copy is). The scripts are the work mmdebstrap
+does too, one package at a time as dpkg configures them, so one core stays idle:
+\`update-ca-certificates\` twice 1.2 s, python byte-compiling 1 s,
+\`deb-systemd-helper\` 0.8 s, debconf 0.6 s, \`systemd-hwdb\` 0.3 s. What the
+configure step no longer spends (each a
 rule in docs/lockfile.md): the 1,300 \`fsync\` calls of dpkg (a seccomp filter
 makes them no-ops in the scratch tree), libc6's one-second wait after re-executing
 init (\`ischroot\` says yes), the SSH host keys that the default \`remove\`
