@@ -198,8 +198,9 @@ Commands: 1. \`treectl deploy --sysroot S V1\` vs \`ostree admin deploy --os=ben
 --no-prune --karg-none V1\` (both sysroots already hold a deployment of v1). 2. \`treectl
 upgrade --sysroot S\` (the sysroot installed with \`install --url URL --trusted-key K\`
 from \`treectl serve\` of a signed archive repository while v1 was published, then v2
-published; the upgrade pulls the signed index and v2's objects over loopback HTTP, then
-deploys) vs \`ostree pull origin bench/v2\` (nginx serving an archive repository with a
+published; the upgrade pulls the signed index and the static delta from v1 that the
+publish made, over loopback HTTP, then deploys: on loopback, rebuilding a delta costs more
+CPU than the bytes it saves, so \`--no-delta\` upgrades a little faster here) vs \`ostree pull origin bench/v2\` (nginx serving an archive repository with a
 summary, \`--no-gpg-verify\`) then \`ostree admin deploy --os=bench --karg-none
 origin:bench/v2\`, timed together. Servers, clients and repositories are on the same benchfs.
 EOT
