@@ -395,6 +395,47 @@ fn prune_after_ref_moves_back_removes_exactly_the_unreachable_objects() {
 }
 
 #[test]
+fn prune_removes_the_deltas_to_commits_no_ref_keeps() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    sample_tree(&src);
+    let repo = init(tmp.path(), "archive");
+    let first = commit(&repo, "os/a", &src);
+    fs::write(src.join("etc/hostname"), "second\n").unwrap();
+    let second = commit(&repo, "os/a", &src);
+    treectl_in(&repo, ["delta", "generate", &first, &second]).ok();
+    treectl_in(&repo, ["delta", "generate", "--from-scratch", &first]).ok();
+    let deltas = repo.join("deltas");
+    // What an interrupted generation leaves is not a delta: left alone.
+    let leftover = deltas.join(format!(".{first}.delta.tmp-1"));
+    fs::write(&leftover, "partial").unwrap();
+    let to_second = deltas.join(format!("{first}-{second}.delta"));
+    let to_first = deltas.join(format!("{first}.delta"));
+    assert!(to_second.exists() && to_first.exists());
+
+    // Both commits are kept: every delta stays.
+    let report: serde_json::Value =
+        serde_json::from_str(&treectl_in(&repo, ["prune", "--json"]).ok()).unwrap();
+    assert_eq!(report["deltas_deleted"], 0);
+
+    treectl_in(&repo, ["reset", "os/a", &first]).ok();
+    let dry: serde_json::Value =
+        serde_json::from_str(&treectl_in(&repo, ["prune", "--dry-run", "--json"]).ok()).unwrap();
+    assert_eq!(dry["deltas_deleted"], 1);
+    assert!(to_second.exists(), "a dry run deletes nothing");
+
+    let out = treectl_in(&repo, ["prune"]).ok();
+    assert!(out.contains("1 static delta"), "{out}");
+    assert!(
+        !to_second.exists(),
+        "the delta to the dropped commit is gone"
+    );
+    assert!(to_first.exists(), "the delta to the kept commit stays");
+    assert!(leftover.exists());
+    assert!(treectl_in(&repo, ["fsck"]).run().status.success());
+}
+
+#[test]
 fn prune_depth_keeps_only_recent_history() {
     let tmp = tempfile::tempdir().unwrap();
     let src = tmp.path().join("src");

@@ -8,6 +8,7 @@ use serde::Serialize;
 
 use crate::closure::Closure;
 use crate::commit::default_timestamp;
+use crate::delta::DELTAS_DIR;
 use crate::error::{Error, Result};
 use crate::fsck::{list_objects, partial_dir};
 use crate::hash::ObjectId;
@@ -32,6 +33,8 @@ pub struct PruneReport {
     pub commits_deleted: usize,
     pub bytes_freed: u64,
     pub stale_staging_removed: usize,
+    /// Static deltas to a commit no kept ref reaches (`deltas/`).
+    pub deltas_deleted: usize,
 }
 
 /// Deletes every object not reachable from a kept commit. Takes the
@@ -73,7 +76,58 @@ pub fn prune(repo: &Repo, opts: &PruneOptions) -> Result<PruneReport> {
         report.objects_deleted += 1;
         report.commits_deleted += usize::from(*kind == ObjectKind::Commit);
     }
+    prune_deltas(repo, &reachable, opts.dry_run, &mut report)?;
     Ok(report)
+}
+
+/// Removes the static deltas whose TO commit is not kept: nothing serves
+/// that commit any more. A delta from a pruned commit stays while its TO
+/// is kept (clients may still have FROM). Files that are not finished
+/// deltas (a generation's `.NAME.tmp-PID`) are left alone.
+fn prune_deltas(
+    repo: &Repo,
+    reachable: &HashSet<(ObjectId, ObjectKind)>,
+    dry_run: bool,
+    report: &mut PruneReport,
+) -> Result<()> {
+    let dir = repo.path().join(DELTAS_DIR);
+    let entries = match fs::read_dir(&dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(Error::io("reading", &dir)(e)),
+    };
+    for entry in entries {
+        let entry = entry.map_err(Error::io("reading", &dir))?;
+        let name = entry.file_name();
+        let Some(to) = name.to_str().and_then(delta_target) else {
+            continue;
+        };
+        if reachable.contains(&(to, ObjectKind::Commit)) {
+            continue;
+        }
+        let path = entry.path();
+        let size = entry.metadata().map(|m| m.len()).unwrap_or(0);
+        if !dry_run {
+            fs::remove_file(&path).map_err(Error::io("removing", &path))?;
+        }
+        report.deltas_deleted += 1;
+        report.bytes_freed += size;
+    }
+    Ok(())
+}
+
+/// The TO commit a delta's file name (`FROM-TO.delta` or `TO.delta`)
+/// names; `None` for any other name.
+fn delta_target(name: &str) -> Option<ObjectId> {
+    let stem = name.strip_suffix(".delta")?;
+    let (from, to) = match stem.split_once('-') {
+        Some((from, to)) => (Some(from), to),
+        None => (None, stem),
+    };
+    if from.is_some_and(|f| ObjectId::from_hex(f).is_none()) {
+        return None;
+    }
+    ObjectId::from_hex(to)
 }
 
 /// Every object a kept commit needs. Missing objects (partial commits,

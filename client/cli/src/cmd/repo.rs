@@ -607,8 +607,13 @@ pub fn prune(
     if json {
         return print_json(&report).map(|()| ExitCode::SUCCESS);
     }
+    let deltas = match report.deltas_deleted {
+        0 => String::new(),
+        1 => " and 1 static delta".to_owned(),
+        n => format!(" and {n} static deltas"),
+    };
     println!(
-        "{} {} of {} objects ({} commits), {} bytes",
+        "{} {} of {} objects ({} commits){deltas}, {} bytes",
         if dry_run { "would delete" } else { "deleted" },
         report.objects_deleted,
         report.objects_total,
