@@ -400,6 +400,17 @@ impl<'r> Transaction<'r> {
         self.staged.lock().expect("staged list poisoned").clone()
     }
 
+    /// Writes what is staged so far to disk without making any of it
+    /// visible, so that the commit's own flush has less left to wait for.
+    /// Only an early start: durability still comes from the commit.
+    pub fn flush_staged(&self) -> Result<()> {
+        if !self.repo.fsync() {
+            return Ok(());
+        }
+        let dir = File::open(&self.staging).map_err(Error::io("opening", &self.staging))?;
+        rustix::fs::syncfs(&dir).map_err(|e| Error::io("syncing", &self.staging)(e.into()))
+    }
+
     /// Makes every staged object durable and visible, then applies the ref
     /// updates.
     pub fn commit(self, refs: &[RefUpdate]) -> Result<()> {
@@ -544,4 +555,26 @@ pub(crate) fn remove_stale_staging(tmp: &Path, all: bool) -> Result<usize> {
         drop(held);
     }
     Ok(removed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_flush_before_the_commit_makes_nothing_visible() {
+        for mode in [RepoMode::BareUser, RepoMode::Archive] {
+            let tmp = tempfile::tempdir().unwrap();
+            let repo = Repo::init(&tmp.path().join("repo"), mode).unwrap();
+            let txn = Transaction::begin(&repo).unwrap();
+            let content = b"flushed early\n";
+            let header = FileHeader::regular(0o644, 0, 0, Vec::new(), content.len() as u64);
+            let id = txn.write_file(&header, content).unwrap();
+            txn.flush_staged().unwrap();
+            assert!(!repo.has_object(&id, ObjectKind::File), "{mode:?}");
+            txn.commit(&[]).unwrap();
+            assert!(repo.has_object(&id, ObjectKind::File), "{mode:?}");
+            assert_eq!(repo.read_file(&id).unwrap().1, content);
+        }
+    }
 }
