@@ -251,6 +251,11 @@ pub fn pull(
             progress.phase("objects");
             let files = fetch::files(repo, &source, &walked.files, opts, counters, &where_)?;
             let metas = stage::write(repo, &walked, flush)?;
+            // Written to disk while the delta's commit may still run: the
+            // commit below then has little left to flush.
+            if let (Some(txn), Some(_)) = (&metas, &committing) {
+                txn.flush_staged()?;
+            }
             Ok((walked, files, metas))
         });
         if let Some(c) = committing {
