@@ -10,6 +10,12 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
+// Keeps freed memory for the next allocation: a pull or an import
+// allocates and frees a buffer per object, and glibc's malloc returns large
+// ones to the kernel, to fault them in zeroed again.
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Exit status for "the command ran and found problems" (fsck).
 pub const EXIT_FINDINGS: u8 = 3;
 
