@@ -158,16 +158,22 @@ fn read_into(
     // waits for the last few only (on the corpus update some 25 ms of a
     // 0.3 s pull).
     let stored = AtomicU64::new(0);
-    let (written, flushes) = std::sync::mpsc::channel::<u64>();
-    let counted = &stored;
+    // Bytes stored since the start; the flusher is woken each time they
+    // pass another FLUSH_EVERY (not once per object: a wake-up costs).
+    let written = AtomicU64::new(0);
+    let (flush, flushes) = std::sync::mpsc::channel::<()>();
+    let (counted, written) = (&stored, &written);
     let store = move |obj: DeltaObject| -> treectl_store::Result<()> {
         match obj {
             DeltaObject::File(f) => {
                 let bytes = f.content().len() as u64;
                 f.store(txn)?;
-                // Fails only when the flusher is gone: then nothing
-                // starts early, and the commit flushes all.
-                let _ = written.send(bytes);
+                let before = written.fetch_add(bytes, Ordering::Relaxed);
+                if (before + bytes) / FLUSH_EVERY > before / FLUSH_EVERY {
+                    // Fails only when the flusher is gone: then nothing
+                    // starts early, and the commit flushes all.
+                    let _ = flush.send(());
+                }
             }
             DeltaObject::Meta { id, kind, data } => {
                 staging.save(&ObjectRef { id, kind }, &data).map_err(|e| {
@@ -182,14 +188,9 @@ fn read_into(
     };
     let read = std::thread::scope(|s| {
         s.spawn(move || {
-            let mut pending = 0u64;
-            for bytes in flushes {
-                pending += bytes;
-                if pending >= FLUSH_EVERY {
-                    // An error here shows again in the commit's flush.
-                    let _ = txn.flush_staged();
-                    pending = 0;
-                }
+            for () in flushes {
+                // An error here shows again in the commit's flush.
+                let _ = txn.flush_staged();
             }
         });
         let read = delta::read(
