@@ -2,10 +2,12 @@
 # bench/configure.sh: compose corpus v1 with the configure step (the dpkg
 # database, maintainer scripts in the bubblewrap sandbox, finishing), next to
 # mmdebstrap building the same packages from scratch; then the recompose after
-# the v2 bump (9 packages changed), and an unchanged recompose.
+# the v2 bump (9 packages changed), next to mmdebstrap building v2, and an
+# unchanged recompose.
 #
-# mmdebstrap reads (copy://) a flat apt repository of the corpus' .deb files (indexed
-# untimed with dpkg-scanpackages, with a Release file naming the suite),
+# mmdebstrap reads (copy://) a flat apt repository of the corpus' .deb files, one
+# for v1 and one for v2 (indexed untimed with dpkg-scanpackages, with a Release
+# file naming the suite),
 # `--variant=minbase --include=` every package (and its merged-usr hook)
 # of the list, so both build the same package set from local files.
 #
@@ -47,7 +49,6 @@ debs_of() {
 }
 mapfile -t debs1 < <(debs_of pkgs-v1.txt)
 mapfile -t debs2 < <(debs_of pkgs-v2.txt)
-names1=$(awk '{print $1}' "$corpus/lists/pkgs-v1.txt" | paste -sd,)
 
 (cd "$here" && cargo build --release -q -p treectl)
 treectl=${CARGO_TARGET_DIR:-$here/target}/release/treectl
@@ -62,22 +63,28 @@ median() { sort -n | awk '{a[NR]=$1} END {m=int((NR+1)/2); printf "%.3f\n", (NR%
 # The packages v2 changes.
 mapfile -t changed < <(comm -13 <(printf '%s\n' "${debs1[@]}" | sort) <(printf '%s\n' "${debs2[@]}" | sort))
 
-# Untimed: the flat apt repository for mmdebstrap.
+# Untimed: the flat apt repositories for mmdebstrap, v1 and v2.
 rm -rf "${mnt:?}"/*
-mkdir -p "$mnt/apt"
-ln -s "${debs1[@]}" "$mnt/apt/"
-(
-  cd "$mnt/apt"
-  dpkg-scanpackages -m . >Packages 2>/dev/null
-  # A Release file naming the suite: mmdebstrap selects by archive/codename.
-  {
-    printf 'Suite: bookworm\nCodename: bookworm\nArchitectures: amd64 all\nSHA256:\n'
-    printf ' %s %s Packages\n' "$(sha256sum <Packages | cut -d' ' -f1)" "$(stat -c %s Packages)"
-  } >Release
-)
+flat_repo() { # DIR DEB...
+  local dir=$1
+  shift
+  mkdir -p "$dir"
+  ln -s "$@" "$dir/"
+  (
+    cd "$dir"
+    dpkg-scanpackages -m . >Packages 2>/dev/null
+    # A Release file naming the suite: mmdebstrap selects by archive/codename.
+    {
+      printf 'Suite: bookworm\nCodename: bookworm\nArchitectures: amd64 all\nSHA256:\n'
+      printf ' %s %s Packages\n' "$(sha256sum <Packages | cut -d' ' -f1)" "$(stat -c %s Packages)"
+    } >Release
+  )
+}
+flat_repo "$mnt/apt1" "${debs1[@]}"
+flat_repo "$mnt/apt2" "${debs2[@]}"
 sync
 
-t_first=() t_re=() t_same=() t_mm=()
+t_first=() t_re=() t_same=() t_mm=() t_mm2=()
 for ((i = 1; i <= runs; i++)); do
   rm -rf "${mnt:?}/run" "${mnt:?}/mm" "$mnt"/v[12].lock
   "$treectl" --repo "$mnt/run" init --mode bare-user >/dev/null
@@ -100,21 +107,26 @@ for ((i = 1; i <= runs; i++)); do
   sync
   t_same+=("$(since "$s")")
 
-  s=$(now)
-  mmdebstrap --quiet --variant=minbase --hook-dir=/usr/share/mmdebstrap/hooks/merged-usr \
-    --include="$names1" bookworm "$mnt/mm" \
-    "deb [trusted=yes] copy://$mnt/apt ./" >/dev/null
-  sync
-  t_mm+=("$(since "$s")")
-  echo "run $i: compose ${t_first[-1]} s, recompose v2 ${t_re[-1]} s, unchanged ${t_same[-1]} s, mmdebstrap ${t_mm[-1]} s" >&2
+  for v in 1 2; do
+    names=$(awk '{print $1}' "$corpus/lists/pkgs-v$v.txt" | paste -sd,)
+    rm -rf "${mnt:?}/mm"
+    s=$(now)
+    mmdebstrap --quiet --variant=minbase --hook-dir=/usr/share/mmdebstrap/hooks/merged-usr \
+      --include="$names" bookworm "$mnt/mm" \
+      "deb [trusted=yes] copy://$mnt/apt$v ./" >/dev/null
+    sync
+    if ((v == 1)); then t_mm+=("$(since "$s")"); else t_mm2+=("$(since "$s")"); fi
+  done
+  echo "run $i: compose ${t_first[-1]} s, recompose v2 ${t_re[-1]} s, unchanged ${t_same[-1]} s, mmdebstrap v1 ${t_mm[-1]} s, v2 ${t_mm2[-1]} s" >&2
 done
 
 m_first=$(printf '%s\n' "${t_first[@]}" | median)
 m_re=$(printf '%s\n' "${t_re[@]}" | median)
 m_same=$(printf '%s\n' "${t_same[@]}" | median)
 m_mm=$(printf '%s\n' "${t_mm[@]}" | median)
+m_mm2=$(printf '%s\n' "${t_mm2[@]}" | median)
 vs_first=$(echo "scale=2; $m_mm / $m_first" | bc)
-vs_re=$(echo "scale=2; $m_mm / $m_re" | bc)
+vs_re=$(echo "scale=2; $m_mm2 / $m_re" | bc)
 
 section=$(cat <<EOF
 <!-- bench/configure.sh begin -->
@@ -130,9 +142,10 @@ local flat repository of the same files. Medians of $runs runs on a fresh journa
 | what | median (s) | |
 | --- | --- | --- |
 | \`treectl lock add --deb\` + \`compose\` of v1, empty repository | $m_first | mmdebstrap takes ${vs_first}x as long |
-| the same for the v2 bump right after v1 | $m_re | mmdebstrap from scratch takes ${vs_re}x as long |
+| the same for the v2 bump right after v1 | $m_re | mmdebstrap of v2 from scratch takes ${vs_re}x as long |
 | \`treectl compose\` of v2 again, unchanged | $m_same | the configure cache: no script runs |
 | \`mmdebstrap --variant=minbase --include=...\` of v1 | $m_mm | |
+| the same of v2 | $m_mm2 | |
 
 Goals (configure issue, acceptance 5): the cold compose at least 2x faster than
 mmdebstrap, the recompose after the v1 -> v2 update at least 5x faster than mmdebstrap
